@@ -1,0 +1,1 @@
+"""Chatterbox inference: models, checkpoints and the user-facing synthesis classes."""

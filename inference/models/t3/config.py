@@ -1,0 +1,131 @@
+"""T3 configuration: one frozen dataclass that fixes the checkpoint layout and the backbone."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from transformers import LlamaConfig
+
+ENGLISH_TEXT_VOCAB = 704
+MULTILINGUAL_TEXT_VOCAB = 2454
+
+# The Llama attention heads whose text-speech alignment the multilingual analyzer reads: (layer, head).
+OFFICIAL_ALIGNMENT_HEADS = ((12, 15), (13, 11), (9, 2))
+
+
+def _llama3_rope() -> dict:
+    return dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                original_max_position_embeddings=8192)
+
+
+@dataclass(frozen=True)
+class T3Config:
+    """Everything that decides T3's state-dict layout and numerics.
+
+    The defaults are the official English model ("Llama_520M" backbone). Changing any field other than
+    `num_layers` (parity's reduced case) or the tiny preset's sizes breaks compatibility with the
+    official checkpoints.
+    """
+
+    text_vocab_size: int = ENGLISH_TEXT_VOCAB
+    speech_vocab_size: int = 8194
+    start_text_token: int = 255
+    stop_text_token: int = 0
+    start_speech_token: int = 6561
+    stop_speech_token: int = 6562
+    max_text_tokens: int = 2048  # position table has 2 more rows
+    max_speech_tokens: int = 4096  # position table has 4 more rows
+    speech_cond_prompt_len: int = 150
+    speaker_embed_size: int = 256
+    perceiver_queries: int = 32
+    perceiver_heads: int = 4
+    perceiver_dropout: float = 0.2  # active in training only, as in the reference
+    # Llama backbone
+    hidden_size: int = 1024
+    num_layers: int = 30
+    num_heads: int = 16
+    head_dim: int = 64
+    intermediate_size: int = 4096
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: dict = field(default_factory=_llama3_rope)
+    alignment_heads: tuple = OFFICIAL_ALIGNMENT_HEADS
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.text_vocab_size == MULTILINGUAL_TEXT_VOCAB
+
+    @property
+    def text_pos_rows(self) -> int:
+        return self.max_text_tokens + 2
+
+    @property
+    def speech_pos_rows(self) -> int:
+        return self.max_speech_tokens + 4
+
+    @property
+    def cond_len(self) -> int:
+        """Conditioning tokens: speaker (1) + perceiver queries + emotion (1)."""
+        return 1 + self.perceiver_queries + 1
+
+    def llama_config(self) -> LlamaConfig:
+        from .attention import ATTENTION_IMPLEMENTATION
+
+        return LlamaConfig(
+            vocab_size=8,  # unused: the backbone always receives inputs_embeds
+            max_position_embeddings=131072,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            head_dim=self.head_dim,
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+            attention_dropout=0.0,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+            rope_scaling=dict(self.rope_scaling),
+            tie_word_embeddings=False,
+            attn_implementation=ATTENTION_IMPLEMENTATION,
+            use_cache=True,
+        )
+
+    def replace(self, **changes) -> "T3Config":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def english(cls) -> "T3Config":
+        return cls()
+
+    @classmethod
+    def multilingual(cls) -> "T3Config":
+        return cls(text_vocab_size=MULTILINGUAL_TEXT_VOCAB)
+
+    @classmethod
+    def tiny(cls, multilingual: bool = False) -> "T3Config":
+        """Same architecture and vocabularies, ~3M parameters. With synthetic weights it speaks no words."""
+        return cls(
+            text_vocab_size=MULTILINGUAL_TEXT_VOCAB if multilingual else ENGLISH_TEXT_VOCAB,
+            max_text_tokens=512,
+            max_speech_tokens=1024,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            head_dim=16,
+            intermediate_size=128,
+            alignment_heads=((1, 3), (1, 1), (0, 2)),
+        )
+
+    @classmethod
+    def from_name(cls, name: str) -> "T3Config":
+        presets = {
+            "english": cls.english,
+            "multilingual": cls.multilingual,
+            "tiny": cls.tiny,
+            "tiny-multilingual": lambda: cls.tiny(multilingual=True),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown T3 config {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()

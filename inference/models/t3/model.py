@@ -1,0 +1,220 @@
+"""T3: text tokens + voice conditioning -> 25 Hz speech tokens, on a transformers Llama backbone.
+
+Input sequence of the backbone (inputs_embeds, RoPE positions 0..L-1, causal mask only):
+    [cond (34) | text_emb + text_pos (Lt) | speech_emb + speech_pos (Ls)]
+There is no padding mask: padded text of a shorter row stays visible to its speech positions, which
+is how the official weights were trained.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import DynamicCache, LlamaModel
+from transformers.initialization import no_init_weights
+
+from .alignment import AlignmentGuard
+from .cond_enc import CondEncoder, T3Cond
+from .config import T3Config
+from .sampling import LogitsPipeline, SamplingConfig
+
+IGNORE_ID = -100
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, rows: int, dim: int):
+        super().__init__()
+        self.emb = nn.Embedding(rows, dim)
+        nn.init.normal_(self.emb.weight, std=0.02)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        """(length, dim) embeddings of positions offset..offset+length-1."""
+        if offset + length > self.emb.num_embeddings:
+            raise ValueError(f"position {offset + length - 1} is past the table ({self.emb.num_embeddings} rows)")
+        return self.emb(torch.arange(offset, offset + length, device=self.emb.weight.device))
+
+
+@dataclass
+class T3Output:
+    cond_emb: Tensor  # (B or 1, cond_len, D)
+    hidden_states: Tensor  # (B, L, D), final RMSNorm output
+    text_logits: Tensor  # (B, Lt, text_vocab), zero past each row's length
+    speech_logits: Tensor  # (B, Ls, speech_vocab), zero past each row's length
+
+
+@dataclass
+class StepTrace:
+    """What one decoding step saw; only collected when a caller asks (parity, debugging)."""
+
+    step_logits: Tensor  # (rows, V) speech-head logits of the backbone call
+    stages: dict  # intermediates of the logits pipeline
+
+
+# chooser(probs (1, V)) -> token id
+Chooser = Callable[[Tensor], int]
+
+
+class T3(nn.Module):
+    def __init__(self, cfg: T3Config | None = None, *, init_weights: bool = True):
+        """`init_weights=False` skips random initialisation (seconds for the full model) when a state
+        dict is loaded right after."""
+        super().__init__()
+        self.cfg = cfg = cfg or T3Config.english()
+        with contextlib.nullcontext() if init_weights else no_init_weights():
+            self.tfmr = LlamaModel(cfg.llama_config())
+            self.cond_enc = CondEncoder(cfg)
+            self.text_emb = nn.Embedding(cfg.text_vocab_size, cfg.hidden_size)
+            self.speech_emb = nn.Embedding(cfg.speech_vocab_size, cfg.hidden_size)
+            self.text_pos_emb = LearnedPositions(cfg.text_pos_rows, cfg.hidden_size)
+            self.speech_pos_emb = LearnedPositions(cfg.speech_pos_rows, cfg.hidden_size)
+            self.text_head = nn.Linear(cfg.hidden_size, cfg.text_vocab_size, bias=False)
+            self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_head.weight.device
+
+    # ---------------------------------------------------------------- embeddings
+    def embed_speech(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        """(B, Ls) ids -> (B, Ls, D) token + learned position embeddings, positions from `offset`."""
+        return self.speech_emb(tokens) + self.speech_pos_emb(tokens.shape[1], offset)
+
+    def embed_conditioning(self, cond: T3Cond) -> Tensor:
+        prompt_emb = cond.cond_prompt_speech_emb
+        if prompt_emb is None and cond.cond_prompt_speech_tokens is not None:
+            prompt = cond.cond_prompt_speech_tokens.to(self.device).long()
+            if prompt.shape[-1] > self.cfg.speech_cond_prompt_len:
+                raise ValueError(f"prompt has {prompt.shape[-1]} speech tokens; at most "
+                                 f"{self.cfg.speech_cond_prompt_len} are allowed")
+            prompt_emb = self.embed_speech(torch.atleast_2d(prompt))
+        if cond.clap_emb is not None:
+            raise ValueError("CLAP conditioning is not part of the Chatterbox models")
+        emotion = cond.emotion_adv
+        if not torch.is_tensor(emotion):
+            emotion = torch.tensor(float(emotion))
+        dtype = self.speech_emb.weight.dtype
+        return self.cond_enc(cond.speaker_emb.to(self.device, dtype), prompt_emb,
+                             emotion.to(self.device, dtype))
+
+    def embed_inputs(self, cond: T3Cond, text_tokens: Tensor, speech_tokens: Tensor,
+                     zero_text_of_row1: bool = False) -> tuple[Tensor, Tensor]:
+        """-> (inputs_embeds (B, 34+Lt+Ls, D), cond_emb).
+
+        `zero_text_of_row1` builds the unconditional CFG row: its text token embeddings are zeroed
+        but its text position embeddings stay.
+        """
+        self._check_text(text_tokens)
+        cond_emb = self.embed_conditioning(cond)
+        text = self.text_emb(text_tokens)
+        if zero_text_of_row1:
+            text = torch.cat([text[:1], torch.zeros_like(text[1:2]), text[2:]])
+        text = text + self.text_pos_emb(text_tokens.shape[1])
+        speech = self.embed_speech(speech_tokens)
+        b = text.shape[0]
+        embeds = torch.cat([cond_emb.expand(b, -1, -1), text, speech], dim=1)
+        return embeds, cond_emb
+
+    def _check_text(self, text_tokens: Tensor) -> None:
+        if text_tokens.ndim != 2:
+            raise ValueError(f"text_tokens must be (batch, length), got shape {tuple(text_tokens.shape)}")
+        if text_tokens.shape[1] > self.cfg.text_pos_rows:
+            raise ValueError(f"text is {text_tokens.shape[1]} tokens long; the model takes at most "
+                             f"{self.cfg.max_text_tokens} plus start/stop")
+        if text_tokens.numel() and (int(text_tokens.max()) >= self.cfg.text_vocab_size or int(text_tokens.min()) < 0):
+            raise ValueError(f"text token ids must be in [0, {self.cfg.text_vocab_size}); "
+                             "is the tokenizer of the other model (English vs multilingual)?")
+        for row in text_tokens:
+            if not (row == self.cfg.start_text_token).any() or not (row == self.cfg.stop_text_token).any():
+                raise ValueError("every text row needs the start-of-text and stop-of-text tokens")
+
+    # ---------------------------------------------------------------- teacher forcing
+    def forward(self, cond: T3Cond, text_tokens: Tensor, text_token_lens: Tensor,
+                speech_tokens: Tensor, speech_token_lens: Tensor) -> T3Output:
+        embeds, cond_emb = self.embed_inputs(cond, text_tokens, speech_tokens)
+        hidden = self.tfmr(inputs_embeds=embeds, use_cache=False).last_hidden_state  # (B, L, D)
+        len_cond, lt, ls = cond_emb.shape[1], text_tokens.shape[1], speech_tokens.shape[1]
+        text_h = hidden[:, len_cond:len_cond + lt]
+        speech_h = hidden[:, len_cond + lt:len_cond + lt + ls]
+        text_valid = torch.arange(lt, device=hidden.device)[None] < text_token_lens.to(hidden.device)[:, None]
+        speech_valid = torch.arange(ls, device=hidden.device)[None] < speech_token_lens.to(hidden.device)[:, None]
+        text_h = text_h * text_valid[..., None]
+        speech_h = speech_h * speech_valid[..., None]
+        return T3Output(cond_emb, hidden, self.text_head(text_h), self.speech_head(speech_h))
+
+    def loss(self, cond: T3Cond, text_tokens: Tensor, text_token_lens: Tensor,
+             speech_tokens: Tensor, speech_token_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Next-token cross-entropy on text and speech, padding ignored. Returns (loss_text, loss_speech)."""
+        out = self.forward(cond, text_tokens, text_token_lens, speech_tokens, speech_token_lens)
+        lt, ls = text_tokens.shape[1], speech_tokens.shape[1]
+        dev = text_tokens.device
+        text_target = text_tokens.masked_fill(torch.arange(lt, device=dev)[None] >= text_token_lens[:, None], IGNORE_ID)
+        speech_target = speech_tokens.masked_fill(
+            torch.arange(ls, device=dev)[None] >= speech_token_lens[:, None], IGNORE_ID)
+        # logits at position t predict token t+1
+        loss_text = F.cross_entropy(out.text_logits[:, :-1].transpose(1, 2), text_target[:, 1:], ignore_index=IGNORE_ID)
+        loss_speech = F.cross_entropy(out.speech_logits[:, :-1].transpose(1, 2), speech_target[:, 1:],
+                                      ignore_index=IGNORE_ID)
+        return loss_text, loss_speech
+
+    # ---------------------------------------------------------------- decoding
+    @torch.inference_mode()
+    def generate_tokens(self, cond: T3Cond, text_tokens: Tensor, sampling: SamplingConfig = SamplingConfig(),
+                        generator: torch.Generator | None = None, choose: Chooser | None = None,
+                        on_step: Callable[[StepTrace], None] | None = None) -> Iterator[int]:
+        """Yields speech token ids one by one, ending with the stop token if it was produced.
+
+        text_tokens: (1, Lt) or (Lt,) ids with start/stop text tokens. With cfg_weight > 0 a second,
+        unconditional row is decoded alongside (text embeddings zeroed). `choose` replaces
+        multinomial sampling (parity feeds recorded tokens); `on_step` receives each step's trace.
+        """
+        cfg = self.cfg
+        text_tokens = torch.atleast_2d(text_tokens).long().to(self.device)[:1]
+        use_cfg = sampling.cfg_weight > 0
+        rows = 2 if use_cfg else 1
+        text_rows = text_tokens.expand(rows, -1)
+        start = torch.full((rows, 1), cfg.start_speech_token, dtype=torch.long, device=self.device)
+        embeds, cond_emb = self.embed_inputs(cond, text_rows, start, zero_text_of_row1=use_cfg)
+        # The reference appends the start-of-speech embedding a second time before the first step.
+        embeds = torch.cat([embeds, self.embed_speech(start)], dim=1)
+
+        guard = None
+        if cfg.is_multilingual:
+            len_cond = cond_emb.shape[1]
+            guard = AlignmentGuard(self.tfmr, cfg.alignment_heads, (len_cond, len_cond + text_tokens.shape[1]),
+                                   cfg.stop_speech_token)
+        history = [cfg.start_speech_token]
+        pipeline = LogitsPipeline(sampling, guard=(lambda x: guard.step(x, history[-1])) if guard else None)
+        if choose is None:
+            def choose(probs: Tensor) -> int:
+                return int(torch.multinomial(probs, 1, generator=generator))
+
+        cache = DynamicCache(config=self.tfmr.config)
+        max_steps = min(sampling.max_new_tokens, cfg.speech_pos_rows - 1)
+        try:
+            for step in range(max_steps):
+                hidden = self.tfmr(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
+                logits = self.speech_head(hidden[:, -1]).float()  # (rows, V)
+                trace = {} if on_step else None
+                probs = pipeline(logits[:1], logits[1:2] if use_cfg else None,
+                                 torch.tensor([history], device=self.device), trace)
+                if on_step:
+                    on_step(StepTrace(logits, trace))
+                token = choose(probs)
+                history.append(token)
+                yield token
+                if token == cfg.stop_speech_token:
+                    return
+                embeds = self.embed_speech(torch.full((rows, 1), token, device=self.device), offset=step + 1)
+        finally:
+            if guard is not None:
+                guard.close()
+
+    def inference(self, cond: T3Cond, text_tokens: Tensor, sampling: SamplingConfig = SamplingConfig(),
+                  generator: torch.Generator | None = None) -> Tensor:
+        """All generated ids as a (1, n) tensor (stop token included when produced)."""
+        ids = list(self.generate_tokens(cond, text_tokens, sampling, generator=generator))
+        return torch.tensor([ids], dtype=torch.long, device=self.device)

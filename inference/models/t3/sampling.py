@@ -1,0 +1,76 @@
+"""Per-step logits processing of T3 decoding, in the reference's order.
+
+cfg combine -> [alignment analyzer] -> repetition penalty (history includes the start token)
+-> temperature -> min-p -> top-p -> softmax. The filters are transformers' own logits processors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from transformers.generation.logits_process import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Defaults are those the English `generate` uses (multilingual: repetition_penalty=2.0)."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    min_p: float = 0.05
+    repetition_penalty: float = 1.2
+    cfg_weight: float = 0.5
+    max_new_tokens: int = 1000
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.cfg_weight < 0:
+            raise ValueError(f"cfg_weight must be >= 0, got {self.cfg_weight}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+class LogitsPipeline:
+    """Turns a (cond, uncond) pair of speech logits into the sampling distribution.
+
+    `trace`, when given, receives every intermediate (parity checks compare them one by one).
+    """
+
+    def __init__(self, cfg: SamplingConfig, guard: Callable[[Tensor], Tensor] | None = None):
+        self.cfg = cfg
+        self.guard = guard  # the alignment analyzer's step, multilingual only
+        self.repetition = RepetitionPenaltyLogitsProcessor(penalty=float(cfg.repetition_penalty))
+        self.min_p = MinPLogitsWarper(min_p=cfg.min_p)
+        self.top_p = TopPLogitsWarper(top_p=cfg.top_p)
+
+    def __call__(self, cond: Tensor, uncond: Tensor | None, history: Tensor, trace: dict | None = None) -> Tensor:
+        """cond/uncond (1, V), history (1, n) token ids so far -> probs (1, V)."""
+        stages = {}
+        logits = cond if uncond is None else cond + self.cfg.cfg_weight * (cond - uncond)
+        stages["cfg_logits"] = logits
+        if self.guard is not None:
+            logits = self.guard(logits)
+            stages["after_alignment_guard"] = logits
+        logits = self.repetition(history, logits)
+        stages["after_repetition_penalty"] = logits
+        if self.cfg.temperature != 1.0:
+            logits = logits / self.cfg.temperature
+        stages["after_temperature"] = logits
+        logits = self.min_p(history, logits)
+        stages["after_min_p"] = logits
+        logits = self.top_p(history, logits)
+        stages["after_top_p"] = logits
+        probs = torch.softmax(logits, dim=-1)
+        stages["probs"] = probs
+        if trace is not None:
+            trace.update(stages)
+        return probs
