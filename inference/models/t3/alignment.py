@@ -33,22 +33,25 @@ class AlignmentGuard:
         self.complete = False
         self.completed_at: int | None = None
         self.recent_tokens: list[int] = []
-        self._maps: dict[int, Tensor] = {}
-        self._layers = [backbone.layers[layer].self_attn for layer, _ in self.heads]
-        for idx, (module, (_, head)) in enumerate(zip(self._layers, self.heads)):
-            set_observer(module, self._make_observer(idx, head))
+        self._maps: dict[tuple[int, int], Tensor] = {}
+        self._layers = {layer: backbone.layers[layer].self_attn for layer, _ in self.heads}
+        for layer, module in self._layers.items():
+            set_observer(module, self._make_observer(layer))
 
-    def _make_observer(self, idx: int, head: int):
+    def _make_observer(self, layer: int):
+        wanted = [head for l, head in self.heads if l == layer]
+
         def observe(probs: Tensor) -> None:
-            self._maps[idx] = probs[0, head].detach().float().cpu()  # row 0 = conditional; (q, kv)
+            for head in wanted:
+                self._maps[(layer, head)] = probs[0, head].detach().float().cpu()  # row 0 = conditional; (q, kv)
         return observe
 
     def close(self) -> None:
-        for module in self._layers:
+        for module in self._layers.values():
             set_observer(module, None)
 
     def step(self, logits: Tensor, last_token: int) -> Tensor:
-        attn = torch.stack([self._maps[i] for i in range(len(self.heads))]).mean(dim=0)  # (q, kv)
+        attn = torch.stack([self._maps[h] for h in self.heads]).mean(dim=0)  # (q, kv)
         s, e = self.text_start, self.text_end
         chunk = (attn[e:, s:e] if self.frame == 0 else attn[:, s:e]).clone()  # first call: the speech rows
         chunk[:, self.frame + 1:] = 0

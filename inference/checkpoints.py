@@ -1,0 +1,113 @@
+"""Official checkpoint files: names, strict loading with readable errors, saving in the same layout."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+REPO_ID = "ResembleAI/chatterbox"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """File names of one model family inside a checkpoint folder (as in the official HF repo)."""
+
+    t3: str
+    ve: str
+    s3gen: str
+    tokenizer: str
+    conds: str = "conds.pt"
+    extra: tuple[str, ...] = ()
+
+    def all(self) -> list[str]:
+        return [self.t3, self.ve, self.s3gen, self.tokenizer, self.conds, *self.extra]
+
+
+ENGLISH_FILES = ModelFiles(t3="t3_cfg.safetensors", ve="ve.safetensors", s3gen="s3gen.safetensors",
+                           tokenizer="tokenizer.json")
+MULTILINGUAL_FILES = ModelFiles(t3="t3_mtl23ls_v2.safetensors", ve="ve.pt", s3gen="s3gen.pt",
+                                tokenizer="grapheme_mtl_merged_expanded_v1.json", extra=("Cangjie5_TC.json",))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is unreadable or does not fit the module it is loaded into."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {e}. The file may be truncated or of another format; "
+                              "download it again.") from e
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], (list, tuple)):
+        state = state["model"][0]  # legacy training wrapper
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict(strict=True), but failing with one message that lists every problem."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match {type(module).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mismatched:
+            lines.append(f"  shape mismatches ({len(mismatched)}): {_listing(mismatched, 6)}")
+        raise CheckpointError("\n".join(lines))
+    module.load_state_dict(state, strict=True)
+
+
+def load_module(module: nn.Module, path: str | Path) -> nn.Module:
+    load_strict(module, read_state_dict(path), str(path))
+    return module
+
+
+def save_module(module: nn.Module, path: str | Path) -> None:
+    """Writes the state dict in the format the file name implies (.safetensors or torch .pt)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".safetensors":
+        save_file(state, str(tmp))
+    else:
+        torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the real name
+
+
+def download_model(files: ModelFiles, repo_id: str = REPO_ID, revision: str = "main") -> Path:
+    """Fetch (or find in the HF cache) the files of a model repository; honours HF_HUB_OFFLINE."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=files.all(),
+                                   token=os.getenv("HF_TOKEN"))
+    except Exception as e:
+        raise CheckpointError(
+            f"could not get {repo_id} from the Hugging Face Hub ({type(e).__name__}: {e}).\n"
+            f"Without network access, copy these files into a folder and pass it instead of the repo id "
+            f"(--model /path/to/folder, or from_local(folder)): {', '.join(files.all())}") from e
+    return Path(folder)
