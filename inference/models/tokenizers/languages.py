@@ -57,14 +57,19 @@ def check_language(language_id: str) -> str:
     return code
 
 
+# Optional packages that no extra can pull in, with how to get them instead.
+_NOT_ON_PYPI = {"ru": "it is not on PyPI; install the russian_text_stresser project from its source "
+                      "(extra [ru] is a placeholder)"}
+
+
 def _import(module: str, language_id: str, package: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
         package = package or module.split(".")[0]
+        how = _NOT_ON_PYPI.get(language_id, f"pip install 'chatterbox-workbench[{language_id}]'")
         raise MissingLanguagePackageError(
-            f"{SUPPORTED_LANGUAGES[language_id]} text needs the {package!r} package: "
-            f"pip install 'chatterbox-workbench[{language_id}]'"
+            f"{SUPPORTED_LANGUAGES[language_id]} text needs the {package!r} package: {how}"
         ) from err
 
 

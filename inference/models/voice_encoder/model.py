@@ -70,10 +70,10 @@ class VoiceEncoder(nn.Module):
         wav = np.asarray(wav, dtype=np.float32)
         if wav.ndim != 1:
             raise ValueError(f"expected a mono waveform, got shape {wav.shape}")
-        if sample_rate != cfg.sample_rate:
-            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=cfg.sample_rate)
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite samples")
+        if sample_rate != cfg.sample_rate:
+            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=cfg.sample_rate)
         if not np.abs(wav).max(initial=0.0) > 0:
             raise ValueError("waveform is silent; cannot compute a speaker embedding")
         trimmed, interval = librosa.effects.trim(wav, top_db=cfg.trim_top_db)

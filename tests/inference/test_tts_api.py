@@ -1,0 +1,230 @@
+"""The user-facing TTS API and CLI on the tiny presets: text errors, seeding, token output,
+exaggeration, the `python -m inference.tts` command and config.toml handling."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.chatterbox import ChatterboxMultilingualTTS, ChatterboxTTS
+from inference.models.tokenizers import SUPPORTED_LANGUAGES, TextError, normalize_text
+from inference.settings import PROJECT_ROOT, load_config
+from inference.tts import TTSConfig
+
+SPEECH_VOCAB_END = 6561  # ids >= this are start/stop/specials, never returned
+
+
+@pytest.fixture(scope="module")
+def english():
+    return ChatterboxTTS.from_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def multilingual():
+    return ChatterboxMultilingualTTS.from_preset()
+
+
+# --- bad text -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", "   \n\t"])
+def test_blank_text(english, text):
+    with pytest.raises(TextError):
+        english.generate_speech_tokens(text, max_new_tokens=5)
+
+
+def test_text_longer_than_the_model_takes(english):
+    text = "Hello there, this sentence is rather long. " * 20
+    assert len(text) > english.t3.cfg.max_text_tokens
+    with pytest.raises(TextError, match="Split"):
+        english.generate_speech_tokens(text, max_new_tokens=5)
+
+
+def test_text_at_the_limit_is_accepted(english):
+    n = english.t3.cfg.max_text_tokens
+    text = "A" * (n - 1)  # normalization appends "."
+    ids = english._encode(normalize_text(text), None)
+    assert len(ids) == n  # the tiny English vocabulary is one token per character
+    tokens = english.text_tokens(text)
+    assert tokens.shape == (1, n + 2)
+    assert tokens[0, 0] == english.t3.cfg.start_text_token and tokens[0, -1] == english.t3.cfg.stop_text_token
+    with pytest.raises(TextError, match="Split"):
+        english.text_tokens(text + "A")
+
+
+def test_english_model_rejects_other_languages(english):
+    with pytest.raises(TextError):
+        english.generate_speech_tokens("Bonjour.", language_id="fr", max_new_tokens=5)
+    assert len(english.generate_speech_tokens("Hello.", language_id="en", seed=0, max_new_tokens=5)) <= 5
+
+
+def test_multilingual_needs_language(multilingual):
+    with pytest.raises(TextError):
+        multilingual.generate_speech_tokens("Bonjour.", max_new_tokens=5)
+
+
+def test_multilingual_unknown_language_lists_codes(multilingual):
+    with pytest.raises(TextError) as err:
+        multilingual.generate_speech_tokens("Bonjour.", language_id="xx", max_new_tokens=5)
+    message = str(err.value)
+    assert "xx" in message
+    for code in SUPPORTED_LANGUAGES:
+        assert code in message
+
+
+def test_multilingual_language_code_is_case_insensitive(multilingual):
+    a = multilingual.generate_speech_tokens("Bonjour.", language_id="FR", seed=1, max_new_tokens=10)
+    b = multilingual.generate_speech_tokens("Bonjour.", language_id="fr", seed=1, max_new_tokens=10)
+    assert torch.equal(a, b)
+
+
+# --- seeds and output ---------------------------------------------------------------------------------
+
+def test_same_seed_same_tokens(english):
+    a = english.generate_speech_tokens("Hello world.", seed=7, max_new_tokens=30)
+    b = english.generate_speech_tokens("Hello world.", seed=7, max_new_tokens=30)
+    assert len(a) > 0
+    assert torch.equal(a, b)
+
+
+def test_different_seeds_different_tokens(english):
+    a = english.generate_speech_tokens("Hello world.", seed=1, max_new_tokens=30)
+    b = english.generate_speech_tokens("Hello world.", seed=2, max_new_tokens=30)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_speech_tokens_shape_and_range(english, seed):
+    tokens = english.generate_speech_tokens("Hello world.", seed=seed, max_new_tokens=25)
+    assert tokens.ndim == 1
+    assert tokens.dtype == torch.long
+    assert len(tokens) <= 25
+    assert (tokens >= 0).all() and (tokens < SPEECH_VOCAB_END).all()
+
+
+def test_iter_speech_tokens_matches_generate(english):
+    streamed = list(english.iter_speech_tokens("Hello world.", seed=5, max_new_tokens=20))
+    assert len(streamed) <= 20
+    stop = english.t3.cfg.stop_speech_token
+    cut = streamed[:streamed.index(stop)] if stop in streamed else streamed
+    expected = [t for t in cut if t < SPEECH_VOCAB_END]
+    assert english.generate_speech_tokens("Hello world.", seed=5, max_new_tokens=20).tolist() == expected
+
+
+def test_invalid_sampling_value(english):
+    with pytest.raises(ValueError):
+        english.generate_speech_tokens("Hello.", temperature=0, max_new_tokens=5)
+
+
+def test_sampling_defaults_per_family(english, multilingual):
+    assert english.sampling_config().repetition_penalty == 1.2
+    assert multilingual.sampling_config().repetition_penalty == 2.0
+    assert english.sampling_config(repetition_penalty=None, cfg_weight=0).cfg_weight == 0
+
+
+# --- exaggeration -------------------------------------------------------------------------------------
+
+def test_exaggeration_changes_only_the_emotion_row(english):
+    cond = english.conds.t3
+    with torch.no_grad():
+        low = english.t3.embed_conditioning(cond.with_exaggeration(0.5))
+        high = english.t3.embed_conditioning(cond.with_exaggeration(1.5))
+    assert low.shape == high.shape == (1, english.t3.cfg.cond_len, english.t3.cfg.hidden_size)
+    assert torch.equal(low[:, :-1], high[:, :-1])
+    assert not torch.allclose(low[:, -1], high[:, -1])
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, "-m", "inference.tts", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _check_tokens(path: Path, limit: int) -> np.ndarray:
+    assert path.is_file()
+    tokens = np.load(path)
+    assert tokens.dtype == np.int64
+    assert tokens.ndim == 1
+    assert len(tokens) <= limit
+    assert (tokens >= 0).all() and (tokens < SPEECH_VOCAB_END).all()
+    return tokens
+
+
+def test_cli_english(tmp_path):
+    out = tmp_path / "t.npy"
+    result = _cli("--text", "Hello world.", "--out", str(out), "max_new_tokens=20")
+    assert result.returncode == 0, result.stderr
+    _check_tokens(out, 20)
+    assert "wrote" in result.stdout
+
+
+def test_cli_multilingual(tmp_path):
+    out = tmp_path / "sub" / "fr.npy"
+    result = _cli("--text", "Bonjour le monde.", "--out", str(out), "--model", "tiny-multilingual",
+                  "--language", "fr", "max_new_tokens=20")
+    assert result.returncode == 0, result.stderr
+    _check_tokens(out, 20)
+
+
+def test_cli_unknown_key(tmp_path):
+    out = tmp_path / "t.npy"
+    result = _cli("--text", "Hello.", "--out", str(out), "bogus=1")
+    assert result.returncode != 0
+    assert "bogus" in result.stderr
+    assert not out.exists()
+
+
+def test_cli_invalid_value(tmp_path):
+    out = tmp_path / "t.npy"
+    result = _cli("--text", "Hello.", "--out", str(out), "temperature=abc")
+    assert result.returncode != 0
+    assert "temperature" in result.stderr
+    assert not out.exists()
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+def test_load_config_overrides():
+    cfg = load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml", ["seed=none", "cfg_weight=0"])
+    assert cfg.seed is None
+    assert cfg.cfg_weight == 0.0 and isinstance(cfg.cfg_weight, float)
+
+
+def test_load_config_reads_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[tts]\nmodel = "tiny-multilingual"\nlanguage = "de"\nmax_new_tokens = 12\n')
+    cfg = load_config(TTSConfig, "tts", path, ["temperature=0.7", "multilingual=yes"])
+    assert (cfg.model, cfg.language, cfg.max_new_tokens) == ("tiny-multilingual", "de", 12)
+    assert cfg.temperature == 0.7 and cfg.multilingual is True
+    assert cfg.cfg_weight == TTSConfig.cfg_weight  # untouched keys keep their defaults
+
+
+def test_project_config_keys_are_known():
+    cfg = load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml")
+    assert cfg.model == "tiny"
+
+
+def test_config_unknown_key(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[tts]\ntemperature = 0.7\nbogus = 1\n")
+    with pytest.raises(ValueError, match="bogus"):
+        load_config(TTSConfig, "tts", path)
+
+
+@pytest.mark.parametrize("override", ["bogus=1", "temperature", "temperature=abc", "multilingual=maybe",
+                                      "max_new_tokens=1.5"])
+def test_bad_overrides(override):
+    with pytest.raises(ValueError):
+        load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml", [override])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_config(TTSConfig, "tts", tmp_path / "nope.toml")

@@ -1,0 +1,36 @@
+"""Our modules must have exactly the official state-dict layout (keys, shapes, dtypes)."""
+import json
+
+import pytest
+import torch
+
+from inference.models.t3 import T3, T3Config
+from inference.models.voice_encoder import VoiceEncoder
+
+MODULES = {
+    "t3_cfg.json": lambda: T3(T3Config.english(), init_weights=False),
+    "t3_mtl23ls_v2.json": lambda: T3(T3Config.multilingual(), init_weights=False),
+    "ve.json": VoiceEncoder,
+}
+
+
+@pytest.mark.parametrize("manifest", sorted(MODULES))
+def test_state_dict_matches_manifest(parity_dir, manifest):
+    expected = json.loads((parity_dir / "manifests" / manifest).read_text())
+    with torch.device("meta"):  # layout only: no memory, no initialisation
+        module = MODULES[manifest]()
+    ours = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+            for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(ours))
+    unexpected = sorted(set(ours) - set(expected))
+    assert not missing and not unexpected, f"missing {missing[:10]}, unexpected {unexpected[:10]}"
+    wrong = {k: (ours[k], expected[k]) for k in expected if ours[k] != expected[k]}
+    assert not wrong, f"shape/dtype differences: {list(wrong.items())[:5]}"
+
+
+def test_parameter_counts_match_the_kit():
+    with torch.device("meta"):
+        en, mtl = T3(T3Config.english()), T3(T3Config.multilingual())
+    assert sum(p.numel() for p in en.parameters()) == 532_405_248
+    assert sum(p.numel() for p in mtl.parameters()) == 535_989_248
+    assert sum(p.numel() for p in VoiceEncoder().parameters()) == 1_423_618
