@@ -53,9 +53,12 @@ class _Chatterbox(ABC):
         sidecar = folder / T3_CONFIG_FILE
         if not sidecar.is_file():
             return cls.BASE_CONFIG
-        fields = json.loads(sidecar.read_text())
-        fields["alignment_heads"] = tuple(tuple(h) for h in fields.get("alignment_heads", ()))
-        return T3Config(**fields)
+        try:
+            fields = json.loads(sidecar.read_text())
+            fields["alignment_heads"] = tuple(tuple(h) for h in fields.get("alignment_heads", ()))
+            return T3Config(**fields)
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{sidecar} is not a valid T3 config: {e}") from e
 
     @classmethod
     @abstractmethod
@@ -115,6 +118,8 @@ class _Chatterbox(ABC):
             self.conds.save(folder / self.FILES.conds)
         if self.t3.cfg != self.BASE_CONFIG:
             (folder / T3_CONFIG_FILE).write_text(json.dumps(asdict(self.t3.cfg), indent=1))
+        else:
+            (folder / T3_CONFIG_FILE).unlink(missing_ok=True)
         return folder
 
     # ------------------------------------------------------------------ synthesis

@@ -91,10 +91,14 @@ def save_module(module: nn.Module, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".partial")
-    if path.suffix == ".safetensors":
-        save_file(state, str(tmp))
-    else:
-        torch.save(state, tmp)
+    try:
+        if path.suffix == ".safetensors":
+            save_file(state, str(tmp))
+        else:
+            torch.save(state, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the real name
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from .checkpoints import CheckpointError
 from .settings import load_config
 
 
@@ -54,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     overrides += [f"model={args.model}"] if args.model else []
     overrides += [f"language={args.language}"] if args.language else []
-    cfg = load_config(TTSConfig, "tts", args.config, overrides)
+    try:
+        return run(args, load_config(TTSConfig, "tts", args.config, overrides))
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # user errors: the message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, cfg: TTSConfig) -> int:
     start = time.perf_counter()
     model = load_model(cfg)
     print(f"loaded {cfg.model} in {time.perf_counter() - start:.1f}s on {cfg.device}", file=sys.stderr)
