@@ -35,6 +35,7 @@ class _Chatterbox(ABC):
     FILES: ModelFiles
     BASE_CONFIG: T3Config
     DEFAULT_REPETITION_PENALTY: float
+    PRESET_NAMES: tuple[str, ...]
 
     def __init__(self, t3: T3, ve: VoiceEncoder, tokenizer, device: str | torch.device = "cpu",
                  conds: Conditionals | None = None, is_preset: bool = False):
@@ -90,6 +91,8 @@ class _Chatterbox(ABC):
 
     @classmethod
     def from_preset(cls, name: str = "tiny", device: str | torch.device = "cpu"):
+        if name not in cls.PRESET_NAMES:
+            raise ValueError(f"{cls.__name__} has the presets {cls.PRESET_NAMES}, not {name!r}")
         multilingual = cls.BASE_CONFIG.is_multilingual
         t3 = presets.tiny_t3(multilingual)
         return cls(t3, presets.tiny_voice_encoder(), presets.tiny_tokenizer(multilingual), device,
@@ -177,16 +180,11 @@ class ChatterboxTTS(_Chatterbox):
     FILES = ENGLISH_FILES
     BASE_CONFIG = T3Config.english()
     DEFAULT_REPETITION_PENALTY = 1.2
+    PRESET_NAMES = ("tiny",)
 
     @classmethod
     def _load_tokenizer(cls, path: Path):
         return EnTokenizer.from_file(path)
-
-    @classmethod
-    def from_preset(cls, name: str = "tiny", device="cpu"):
-        if name != "tiny":
-            raise ValueError(f"the English model has the preset 'tiny', not {name!r}")
-        return super().from_preset(name, device)
 
     def _encode(self, text: str, language_id: str | None) -> list[int]:
         if language_id not in (None, "en"):
@@ -201,16 +199,11 @@ class ChatterboxMultilingualTTS(_Chatterbox):
     FILES = MULTILINGUAL_FILES
     BASE_CONFIG = T3Config.multilingual()
     DEFAULT_REPETITION_PENALTY = 2.0
+    PRESET_NAMES = presets.PRESETS
 
     @classmethod
     def _load_tokenizer(cls, path: Path):
         return MTLTokenizer.from_file(path)
-
-    @classmethod
-    def from_preset(cls, name: str = "tiny-multilingual", device="cpu"):
-        if name not in presets.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {presets.PRESETS}")
-        return super().from_preset(name, device)
 
     def _encode(self, text: str, language_id: str | None) -> list[int]:
         if not language_id:

@@ -28,16 +28,6 @@ PROMPT = "Hello there."
 # --- fixtures -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def english():
-    return ChatterboxTTS.from_preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def multilingual():
-    return ChatterboxMultilingualTTS.from_preset()
-
-
-@pytest.fixture(scope="module")
 def english_dir(english, tmp_path_factory) -> Path:
     """A saved tiny English model; tests must not modify it (copy files they want to damage)."""
     return english.save_local(tmp_path_factory.mktemp("english"))

@@ -19,16 +19,6 @@ from inference.tts import TTSConfig
 SPEECH_VOCAB_END = 6561  # ids >= this are start/stop/specials, never returned
 
 
-@pytest.fixture(scope="module")
-def english():
-    return ChatterboxTTS.from_preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def multilingual():
-    return ChatterboxMultilingualTTS.from_preset()
-
-
 # --- bad text -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["", "   \n\t"])
@@ -228,3 +218,8 @@ def test_bad_overrides(override):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_config(TTSConfig, "tts", tmp_path / "nope.toml")
+
+
+def test_english_model_has_no_multilingual_preset():
+    with pytest.raises(ValueError, match="presets"):
+        ChatterboxTTS.from_preset("tiny-multilingual")
