@@ -42,11 +42,14 @@ def synthetic_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.
 
 
 @torch.no_grad()
-def fill_synthetic(module: nn.Module) -> nn.Module:
-    """Overwrite every state-dict entry of `module` (except constant buffers) in place."""
+def fill_synthetic(module: nn.Module, prefix: str = "") -> nn.Module:
+    """Overwrite every state-dict entry of `module` (except constant buffers) in place.
+
+    `prefix` is the module's path inside its checkpoint (e.g. "mel2wav."): seeds use the full key.
+    """
     state = module.state_dict()
     for key, value in sorted(state.items()):
-        if key in KEEP:
+        if prefix + key in KEEP:
             continue
-        value.copy_(synthetic_tensor(key, tuple(value.shape)))
+        value.copy_(synthetic_tensor(prefix + key, tuple(value.shape)))
     return module
