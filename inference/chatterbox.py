@@ -1,7 +1,6 @@
 """User-facing text-to-speech classes: they own the models, the device and the current voice.
 
-S3Gen (speech tokens -> waveform) arrives with the next milestone; until then synthesis stops at
-speech tokens (`generate_speech_tokens`).
+text -> (T3) 25 Hz speech tokens -> (S3Gen) 24 kHz waveform -> Perth watermark.
 """
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -19,9 +19,13 @@ from tqdm import tqdm
 from . import presets
 from .checkpoints import (ENGLISH_FILES, MULTILINGUAL_FILES, REPO_ID, CheckpointError, ModelFiles, download_model,
                           load_module, save_module)
+from .audio import AudioError, load_audio
 from .conditionals import Conditionals
-from .models.t3 import T3, SamplingConfig, T3Config
+from .models.s3gen.hifigan import remap_weight_norm_keys
+from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
+from .models.t3 import T3, SamplingConfig, T3Cond, T3Config
 from .models.tokenizers import EnTokenizer, MTLTokenizer, TextError, normalize_text
+from .models.tokenizers.normalize import split_for_synthesis
 from .models.tokenizers.languages import check_language
 from .models.voice_encoder import VoiceEncoder
 
@@ -30,17 +34,58 @@ log = logging.getLogger(__name__)
 # Written beside the weights only when T3 is not of an official size (the tiny preset, experiments).
 T3_CONFIG_FILE = "t3_config.json"
 
+# Reference clip limits of the official pipeline: T3 prompt from the first 6 s, S3Gen from the first 10 s.
+T3_PROMPT_SECONDS = 6
+S3GEN_PROMPT_SECONDS = 10
+MAX_REFERENCE_SECONDS = 60  # longer references are cut here (the voice embedding gains nothing beyond)
+MIN_REFERENCE_SECONDS = 0.5
+
+
+def _constant_buffer(key: str) -> bool:
+    """S3Gen entries a file may lack because the module rebuilds them (the English load is lenient)."""
+    return key in ("tokenizer._mel_filters", "tokenizer.window") or key.endswith("num_batches_tracked")
+
+
+def check_reference(wav, sample_rate: int, source: str = "reference"):
+    """Specific errors for unusable voice references; long ones are cut to MAX_REFERENCE_SECONDS."""
+    import numpy as np
+
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise AudioError(f"{source}: expected mono audio, got shape {wav.shape}")
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{source}: contains NaN or infinite samples")
+    peak = float(np.abs(wav).max(initial=0.0))
+    if peak < 1e-4:
+        raise AudioError(f"{source}: the audio is silent (peak {peak:.1e})")
+    voiced = np.abs(wav) > 0.01 * peak
+    if voiced.sum() < MIN_REFERENCE_SECONDS * sample_rate * 0.5 or len(wav) < MIN_REFERENCE_SECONDS * sample_rate:
+        raise AudioError(f"{source}: {len(wav) / sample_rate:.2f} s is too short; give at least "
+                         f"{MIN_REFERENCE_SECONDS} s of speech (5-10 s works best)")
+    clipped = float((np.abs(wav) >= 0.999).mean())
+    if clipped > 0.01:
+        log.warning("%s: %.1f%% of samples are clipped; the cloned voice will sound distorted",
+                    source, 100 * clipped)
+    if len(wav) > MAX_REFERENCE_SECONDS * sample_rate:
+        log.info("%s: using the first %d s of %.0f s", source, MAX_REFERENCE_SECONDS, len(wav) / sample_rate)
+        wav = wav[: MAX_REFERENCE_SECONDS * sample_rate]
+    return wav
+
 
 class _Chatterbox(ABC):
     FILES: ModelFiles
     BASE_CONFIG: T3Config
     DEFAULT_REPETITION_PENALTY: float
     PRESET_NAMES: tuple[str, ...]
+    LENIENT_S3GEN: bool
 
-    def __init__(self, t3: T3, ve: VoiceEncoder, tokenizer, device: str | torch.device = "cpu",
+    sr = S3GEN_SR  # output sample rate
+
+    def __init__(self, t3: T3, s3gen: S3Gen, ve: VoiceEncoder, tokenizer, device: str | torch.device = "cpu",
                  conds: Conditionals | None = None, is_preset: bool = False):
         self.device = torch.device(device)
         self.t3 = t3.to(self.device).eval()
+        self.s3gen = s3gen.to(self.device).eval()
         self.ve = ve.to(self.device).eval()
         self.tokenizer = tokenizer
         self.conds = conds.to(self.device) if conds is not None else None
@@ -72,18 +117,21 @@ class _Chatterbox(ABC):
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        missing = [f for f in (cls.FILES.t3, cls.FILES.ve, cls.FILES.tokenizer) if not (folder / f).is_file()]
+        missing = [f for f in (cls.FILES.t3, cls.FILES.s3gen, cls.FILES.ve, cls.FILES.tokenizer)
+                   if not (folder / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{folder} lacks {', '.join(missing)} (expected the official layout: "
                                     f"{', '.join(cls.FILES.all())})")
         t3 = load_module(T3(cls._read_t3_config(folder), init_weights=False), folder / cls.FILES.t3)
         ve = load_module(VoiceEncoder(), folder / cls.FILES.ve)
+        s3gen = load_module(S3Gen(), folder / cls.FILES.s3gen, remap=remap_weight_norm_keys,
+                            may_be_missing=_constant_buffer, ignore_unexpected=cls.LENIENT_S3GEN)
         tokenizer = cls._load_tokenizer(folder / cls.FILES.tokenizer)
         if tokenizer.vocab_size > t3.cfg.text_vocab_size:
             raise CheckpointError(f"{cls.FILES.tokenizer} has {tokenizer.vocab_size} tokens but T3 only "
                                   f"{t3.cfg.text_vocab_size} text embeddings")
         conds = Conditionals.load(folder / cls.FILES.conds) if (folder / cls.FILES.conds).is_file() else None
-        return cls(t3, ve, tokenizer, device, conds)
+        return cls(t3, s3gen, ve, tokenizer, device, conds)
 
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", repo_id: str = REPO_ID, revision: str = "main"):
@@ -94,9 +142,11 @@ class _Chatterbox(ABC):
         if name not in cls.PRESET_NAMES:
             raise ValueError(f"{cls.__name__} has the presets {cls.PRESET_NAMES}, not {name!r}")
         multilingual = cls.BASE_CONFIG.is_multilingual
-        t3 = presets.tiny_t3(multilingual)
-        return cls(t3, presets.tiny_voice_encoder(), presets.tiny_tokenizer(multilingual), device,
-                   presets.tiny_conditionals(t3.cfg), is_preset=True)
+        t3, s3gen = presets.tiny_t3(multilingual), presets.synthetic_s3gen()
+        model = cls(t3, s3gen, presets.tiny_voice_encoder(), presets.tiny_tokenizer(multilingual), device,
+                    is_preset=True)
+        model.prepare_conditionals_from_array(presets.synthetic_reference(S3GEN_SR), S3GEN_SR)
+        return model
 
     @classmethod
     def load(cls, model: str | Path, device: str | torch.device = "cpu"):
@@ -116,6 +166,7 @@ class _Chatterbox(ABC):
         folder.mkdir(parents=True, exist_ok=True)
         save_module(self.t3, folder / self.FILES.t3)
         save_module(self.ve, folder / self.FILES.ve)
+        save_module(self.s3gen, folder / self.FILES.s3gen)
         self.tokenizer.save(folder / self.FILES.tokenizer)
         if self.conds is not None:
             self.conds.save(folder / self.FILES.conds)
@@ -124,6 +175,33 @@ class _Chatterbox(ABC):
         else:
             (folder / T3_CONFIG_FILE).unlink(missing_ok=True)
         return folder
+
+    # ------------------------------------------------------------------ voice
+    def prepare_conditionals(self, wav_path: str | Path, exaggeration: float = 0.5) -> Conditionals:
+        """Clone the voice of a reference recording (any format soundfile reads; 5-10 s of clean speech)."""
+        wav = load_audio(wav_path, S3GEN_SR)
+        return self.prepare_conditionals_from_array(wav, S3GEN_SR, exaggeration, source=str(wav_path))
+
+    def prepare_conditionals_from_array(self, wav, sample_rate: int, exaggeration: float = 0.5,
+                                        source: str = "reference") -> Conditionals:
+        """As the reference: T3 gets the voice-encoder embedding of the whole clip and the speech tokens of
+        its first 6 s; S3Gen gets `embed_ref` of the first 10 s."""
+        import librosa
+
+        wav = np.asarray(wav, dtype=np.float32)
+        if sample_rate != S3GEN_SR:
+            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=S3GEN_SR)
+        wav = check_reference(wav, S3GEN_SR, source)
+        ref_16k = librosa.resample(wav, orig_sr=S3GEN_SR, target_sr=S3_SR)
+        gen = self.s3gen.embed_ref(wav[: S3GEN_PROMPT_SECONDS * S3GEN_SR], S3GEN_SR)
+        plen = self.t3.cfg.speech_cond_prompt_len
+        prompt_16k = torch.from_numpy(ref_16k[: T3_PROMPT_SECONDS * S3_SR]).to(self.device)
+        prompt_tokens, _ = self.s3gen.tokenizer([prompt_16k], max_len=plen)
+        speaker = self.ve.embed_speaker([ref_16k], S3_SR).to(self.device)
+        t3 = T3Cond(speaker_emb=speaker, cond_prompt_speech_tokens=torch.atleast_2d(prompt_tokens).to(self.device),
+                    emotion_adv=torch.full((1, 1, 1), float(exaggeration), device=self.device))
+        self.conds = Conditionals(t3, gen.as_dict())
+        return self.conds
 
     # ------------------------------------------------------------------ synthesis
     @abstractmethod
@@ -173,6 +251,35 @@ class _Chatterbox(ABC):
         ids = torch.tensor(ids, dtype=torch.long)
         return ids[ids < self.t3.cfg.start_speech_token]
 
+    def generate(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
+                 exaggeration: float = 0.5, seed: int | None = None, watermark: bool = True,
+                 progress: bool = False, max_chars_per_call: int = 300, **sampling) -> torch.Tensor:
+        """Text -> (1, samples) 24 kHz waveform, watermarked unless `watermark=False`.
+
+        Text longer than `max_chars_per_call` is split at sentence ends and synthesised piece by piece
+        (never truncated). `sampling` takes SamplingConfig fields; defaults are the reference's.
+        """
+        if audio_prompt_path is not None:
+            self.prepare_conditionals(audio_prompt_path, exaggeration)
+        if self.conds is None:
+            raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
+        ref = RefDict.from_dict(self.conds.gen)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        pieces = []
+        for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call)):
+            piece_seed = None if seed is None else seed + i
+            tokens = self.generate_speech_tokens(piece, language_id, exaggeration, piece_seed, progress, **sampling)
+            if len(tokens) == 0:
+                log.warning("no speech tokens for %r; skipping it", piece[:60])
+                continue
+            pieces.append(self.s3gen.inference(tokens.to(self.device), ref, generator=generator)[0].cpu())
+        wav = torch.cat(pieces) if pieces else torch.zeros(0)
+        if watermark and len(wav):
+            from .watermark import apply_watermark
+
+            wav = torch.from_numpy(apply_watermark(wav.numpy(), self.sr))
+        return wav[None]
+
 
 class ChatterboxTTS(_Chatterbox):
     """English Chatterbox."""
@@ -181,6 +288,7 @@ class ChatterboxTTS(_Chatterbox):
     BASE_CONFIG = T3Config.english()
     DEFAULT_REPETITION_PENALTY = 1.2
     PRESET_NAMES = ("tiny",)
+    LENIENT_S3GEN = True  # the reference loads the English s3gen.safetensors with strict=False
 
     @classmethod
     def _load_tokenizer(cls, path: Path):
@@ -200,6 +308,7 @@ class ChatterboxMultilingualTTS(_Chatterbox):
     BASE_CONFIG = T3Config.multilingual()
     DEFAULT_REPETITION_PENALTY = 2.0
     PRESET_NAMES = presets.PRESETS
+    LENIENT_S3GEN = False
 
     @classmethod
     def _load_tokenizer(cls, path: Path):

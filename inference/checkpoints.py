@@ -1,13 +1,17 @@
 """Official checkpoint files: names, strict loading with readable errors, saving in the same layout."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 REPO_ID = "ResembleAI/chatterbox"
 
@@ -61,11 +65,20 @@ def _listing(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict(strict=True), but failing with one message that lists every problem."""
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
+                may_be_missing: Callable[[str], bool] = lambda key: False, ignore_unexpected: bool = False) -> None:
+    """load_state_dict(strict=True), but failing with one message that lists every problem.
+
+    `may_be_missing(key)` names entries a file may lack (constants the module rebuilds itself);
+    `ignore_unexpected` logs unknown keys instead of failing (the official English S3Gen load is lenient).
+    """
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = [k for k in sorted(set(expected) - set(state)) if not may_be_missing(k)]
     unexpected = sorted(set(state) - set(expected))
+    if unexpected and ignore_unexpected:
+        log.warning("%s: ignoring %d unknown keys: %s", source, len(unexpected), _listing(unexpected))
+        state = {k: v for k, v in state.items() if k in expected}
+        unexpected = []
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                   for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
     if missing or unexpected or mismatched:
@@ -77,11 +90,13 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {_listing(mismatched, 6)}")
         raise CheckpointError("\n".join(lines))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=False)  # every missing key was allowed above
 
 
-def load_module(module: nn.Module, path: str | Path) -> nn.Module:
-    load_strict(module, read_state_dict(path), str(path))
+def load_module(module: nn.Module, path: str | Path, remap: Callable[[dict], dict] | None = None,
+                **options) -> nn.Module:
+    state = read_state_dict(path)
+    load_strict(module, remap(state) if remap else state, str(path), **options)
     return module
 
 

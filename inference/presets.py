@@ -5,10 +5,10 @@ are random, so nothing it produces says anything about synthesis quality.
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from .conditionals import Conditionals
-from .models.t3 import T3, T3Cond, T3Config
+from .models.s3gen.s3gen import S3Gen
+from .models.t3 import T3, T3Config
 from .models.tokenizers import EnTokenizer, MTLTokenizer, build_char_tokenizer
 from .models.voice_encoder import VoiceEncoder
 from .synthetic import fill_synthetic
@@ -31,11 +31,16 @@ def tiny_tokenizer(multilingual: bool = False):
     return MTLTokenizer(tok) if multilingual else EnTokenizer(tok)
 
 
-def tiny_conditionals(cfg: T3Config) -> Conditionals:
-    """A fixed synthetic voice (seeded), standing in for the official built-in `conds.pt`."""
-    g = torch.Generator().manual_seed(0)
-    speaker = torch.rand(1, 256, generator=g)
-    prompt = torch.randint(0, cfg.start_speech_token, (1, cfg.speech_cond_prompt_len), generator=g)
-    t3 = T3Cond(speaker_emb=speaker / speaker.norm(), cond_prompt_speech_tokens=prompt,
-                emotion_adv=torch.full((1, 1, 1), 0.5))
-    return Conditionals(t3, {})
+def synthetic_s3gen() -> S3Gen:
+    """S3Gen at full size (it has no smaller configuration) with synthetic weights: ~1 GB, a few seconds."""
+    return fill_synthetic(S3Gen()).eval()
+
+
+def synthetic_reference(sample_rate: int, seconds: float = 3.0) -> np.ndarray:
+    """A fixed voiced-sounding clip (gliding harmonics plus a little noise) to build the preset's voice."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    wav = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2)
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    return (0.25 * wav / np.abs(wav).max() + 0.005 * noise).astype(np.float32)

@@ -1,7 +1,6 @@
-"""python -m inference.tts --text "..." --out out.npy [--model tiny|DIR|owner/repo] [--language fr] [key=value ...]
+"""python -m inference.tts --text "..." --out out.wav [--model tiny|DIR|owner/repo] [--language fr] [--voice ref.wav] [key=value ...]
 
-Synthesises with the settings of config.toml's [tts] section; `key=value` arguments override them.
-Until S3Gen lands, the output is the generated 25 Hz speech-token sequence (.npy), not audio.
+Synthesises a 24 kHz WAV with the settings of config.toml's [tts] section; `key=value` overrides them.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+import soundfile as sf
 from .checkpoints import CheckpointError
 from .settings import load_config
 
@@ -31,6 +30,7 @@ class TTSConfig:
     top_p: float = 1.0
     max_new_tokens: int = 1000
     seed: int | None = 0
+    watermark: bool = True  # Perth implicit watermark on the output
 
 
 def load_model(cfg: TTSConfig):
@@ -44,7 +44,8 @@ def load_model(cfg: TTSConfig):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m inference.tts", description=__doc__.splitlines()[0])
     p.add_argument("--text", required=True)
-    p.add_argument("--out", required=True, type=Path, help="where to write the speech tokens (.npy)")
+    p.add_argument("--out", required=True, type=Path, help="output WAV (24 kHz)")
+    p.add_argument("--voice", type=Path, help="reference recording to clone (default: the model's built-in voice)")
     p.add_argument("--model", help="overrides [tts] model")
     p.add_argument("--language", help="overrides [tts] language")
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides += [f"language={args.language}"] if args.language else []
     try:
         return run(args, load_config(TTSConfig, "tts", args.config, overrides))
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # user errors: the message, no traceback
+    except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as e:  # user errors: the message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -70,15 +71,16 @@ def run(args: argparse.Namespace, cfg: TTSConfig) -> int:
     sampling = {k: v for k, v in asdict(cfg).items()
                 if k in ("cfg_weight", "temperature", "repetition_penalty", "min_p", "top_p", "max_new_tokens")}
     start = time.perf_counter()
-    tokens = model.generate_speech_tokens(args.text, cfg.language, cfg.exaggeration, cfg.seed, progress=True,
-                                          **sampling)
+    wav = model.generate(args.text, cfg.language, args.voice, cfg.exaggeration, cfg.seed, cfg.watermark,
+                         progress=True, **sampling)
     elapsed = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, tokens.numpy())
-    print(f"wrote {len(tokens)} speech tokens ({len(tokens) / 25:.2f} s of speech at 25 Hz) to {args.out} "
-          f"in {elapsed:.1f}s")
+    sf.write(str(args.out), wav[0].numpy(), model.sr)
+    seconds = wav.shape[1] / model.sr
+    print(f"wrote {seconds:.2f} s of 24 kHz audio to {args.out} in {elapsed:.1f}s "
+          f"(real-time factor {elapsed / max(seconds, 1e-9):.2f}){'' if cfg.watermark else ', no watermark'}")
     if model.is_preset:
-        print("note: tiny preset with random weights; these tokens are not speech")
+        print("note: tiny preset with random weights; this audio is not speech")
     return 0
 
 

@@ -6,6 +6,9 @@ from typing import Callable
 
 import torch
 
+from ..audio import resample
+from ..models.s3gen.s3gen import RefDict, S3Gen
+from ..models.s3gen.xvector import kaldi_fbank
 from ..models.t3 import T3, T3Cond, T3Config, SamplingConfig
 from ..models.t3.config import MULTILINGUAL_TEXT_VOCAB
 from ..models.t3.sampling import LogitsPipeline
@@ -95,19 +98,98 @@ def run_ve_embed(g: Golden) -> dict:
             "partials": tr.partials, "partial_embeds": tr.partial_embeds, "embedding": emb[None]}
 
 
-# (tensors that identify the format, runner)
+def synthetic_s3gen() -> S3Gen:
+    """The whole S3Gen with synthetic weights, built once per process (~1 GB)."""
+    return _synthetic(("s3gen",), S3Gen)
+
+
+def _ref(t: dict, prefix: str = "") -> RefDict:
+    return RefDict(t[prefix + "prompt_token"], t[prefix + "prompt_token_len"], t[prefix + "prompt_feat"],
+                   t[prefix + "embedding"])
+
+
+@torch.no_grad()
+def run_s3tokenizer(g: Golden) -> dict:
+    tok = synthetic_s3gen().tokenizer
+    wav = g.tensors["wav_16k"]
+    trace: dict = {}
+    tokens, lens = tok([wav], trace=trace)
+    n_mel, n_tok = int(trace["mel_lens"][0]), int(lens[0])
+    short, short_lens = tok([wav], max_len=50)
+    return {"log_mel": trace["log_mel"][0, :, :n_mel], "encoder_out": trace["encoder_out"][0, :n_tok],
+            "fsq_proj": trace["fsq_proj"][0, :n_tok], "tokens": tokens, "token_lens": lens,
+            "tokens_max_len_50": short, "token_lens_max_len_50": short_lens, "mel_filters": tok._mel_filters}
+
+
+@torch.no_grad()
+def run_campplus(g: Golden) -> dict:
+    wav = g.tensors["wav_16k"]
+    fbank = kaldi_fbank(wav.reshape(-1, wav.shape[-1])[0])
+    return {"fbank": fbank - fbank.mean(dim=0, keepdim=True),
+            "embedding": synthetic_s3gen().speaker_encoder.inference(wav)}
+
+
+def run_embed_ref(g: Golden) -> dict:
+    wav = g.tensors["wav_24k"]
+    ref = synthetic_s3gen().embed_ref(wav, 24000)
+    return {"wav_16k_resampled": resample(wav[None], 24000, 16000)[0], "prompt_token": ref.prompt_token,
+            "prompt_token_len": ref.prompt_token_len, "prompt_feat": ref.prompt_feat, "embedding": ref.embedding}
+
+
+def run_flow(g: Golden) -> dict:
+    t = g.tensors
+    trace: dict = {}
+    s3 = synthetic_s3gen()
+    mel = s3.flow.inference(t["speech_tokens"], t["prompt_token"], t["prompt_feat"], t["embedding"],
+                            noise=t["noise"], trace=trace)
+    return {"mel": mel, **trace}
+
+
+def run_hift(g: Golden) -> dict:
+    t = g.tensors
+    out = synthetic_s3gen().mel2wav.synthesize(t["mel"], phase=t["sine_phase"], noise=t["sine_randn"])
+    return {"f0": out.f0, "uv": out.uv, "source": out.source, "wav": out.wav}
+
+
+def run_s3gen_e2e(g: Golden) -> dict:
+    t = g.tensors
+    wav = synthetic_s3gen().inference(t["speech_tokens"], _ref(t), flow_noise=t["flow_noise"], sine_phase=t["sine_phase"],
+                             sine_noise=t["sine_randn"])
+    return {"wav": wav}
+
+
+def run_conditionals(g: Golden) -> dict:
+    """`prepare_conditionals` on the golden clip, with T3/VE/S3Gen all synthetic (English layout)."""
+    import librosa
+
+    from ..models.s3gen.s3gen import S3_SR, S3GEN_SR
+    from ..models.voice_encoder import VoiceEncoder
+
+    wav = g.tensors["wav_24k"].numpy()
+    s3 = synthetic_s3gen()
+    ve = fill_synthetic(VoiceEncoder()).eval()
+    ref_16k = librosa.resample(wav, orig_sr=S3GEN_SR, target_sr=S3_SR)
+    gen = s3.embed_ref(wav[: 10 * S3GEN_SR], S3GEN_SR)
+    prompt, _ = s3.tokenizer([torch.from_numpy(ref_16k[: 6 * S3_SR])], max_len=150)
+    return {"ref_16k_librosa": torch.from_numpy(ref_16k), "t3_speaker_emb": ve.embed_speaker([ref_16k], S3_SR),
+            "t3_cond_prompt_speech_tokens": prompt, "t3_emotion_adv": torch.full((1, 1, 1), 0.5),
+            "gen_prompt_token": gen.prompt_token, "gen_prompt_token_len": gen.prompt_token_len,
+            "gen_prompt_feat": gen.prompt_feat, "gen_embedding": gen.embedding}
+
+
+# (tensors that identify the format, runner); the first whose tensors are all present wins
 KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"text_logits", "speech_logits", "cond_emb"}, run_t3_forward),
     ({"step_logits", "probs", "tokens"}, run_t3_inference),
     ({"backbone_logits", "forced_tokens"}, run_t3_sampling),
     ({"partial_embeds", "wav_16k"}, run_ve_embed),
-]
-
-# Formats of the kit this version recognises but does not implement yet (S3Gen: next milestone).
-PENDING = [
-    {"log_mel", "fsq_proj"}, {"fbank", "embedding"}, {"prompt_feat", "wav_24k"},
-    {"estimator_out_step0", "ode_t"}, {"sine_randn", "source"}, {"flow_noise", "wav"},
-    {"t3_speaker_emb", "gen_prompt_feat"},
+    ({"log_mel", "fsq_proj"}, run_s3tokenizer),
+    ({"fbank", "embedding", "wav_16k"}, run_campplus),
+    ({"t3_speaker_emb", "gen_prompt_feat"}, run_conditionals),
+    ({"wav_16k_resampled", "wav_24k"}, run_embed_ref),
+    ({"estimator_out_step0", "ode_t"}, run_flow),
+    ({"sine_randn", "source"}, run_hift),
+    ({"flow_noise", "sine_randn", "wav"}, run_s3gen_e2e),
 ]
 
 
@@ -116,6 +198,4 @@ def run_case(g: Golden) -> dict:
     for required, runner in KINDS:
         if required <= names:
             return runner(g)
-    if any(p <= names for p in PENDING):
-        raise UnsupportedCase("S3Gen cases are not implemented yet")
     raise UnsupportedCase(f"unrecognised golden format (tensors: {sorted(names)})")

@@ -20,7 +20,6 @@ from inference.checkpoints import (
 )
 from inference.conditionals import Conditionals
 from inference.models.t3 import T3, T3Config
-from inference.presets import tiny_conditionals
 
 PROMPT = "Hello there."
 
@@ -206,8 +205,8 @@ def test_save_module_is_atomic(english, tmp_path, name):
 
 # --- Conditionals ---------------------------------------------------------------------------------------
 
-def test_conditionals_round_trip(tmp_path):
-    conds = tiny_conditionals(T3Config.tiny())
+def test_conditionals_round_trip(tmp_path, english):
+    conds = english.conds
     conds.gen = {"prompt_token": torch.arange(6).view(1, 6), "prompt_token_len": torch.tensor([6]),
                  "embedding": torch.randn(1, 192)}
     path = tmp_path / "conds.pt"

@@ -1,6 +1,8 @@
 """Text clean-up applied before tokenizing, matching how the official training text was prepared."""
 from __future__ import annotations
 
+import re
+
 
 class TextError(ValueError):
     """Bad input text, language or vocabulary; the message says which and why."""
@@ -41,3 +43,43 @@ def normalize_text(text: str) -> str:
     if not text.endswith(SENTENCE_ENDERS):
         text += "."
     return text
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+
+
+def split_for_synthesis(text: str, max_chars: int = 300) -> list[str]:
+    """Split long text into pieces of at most ~max_chars at sentence ends (then commas, then spaces),
+    so that no piece runs past the decoder's token budget. Short text stays one piece; no text is dropped."""
+    if not isinstance(text, str) or not text.strip():
+        raise TextError("text is empty or only whitespace")
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
+        for part in _cut(sentence.strip(), max_chars):
+            if current and len(current) + 1 + len(part) > max_chars:
+                pieces.append(current)
+                current = part
+            else:
+                sep = "" if current.endswith(("。", "！", "？")) else " "
+                current = f"{current}{sep}{part}".strip()
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _cut(sentence: str, max_chars: int) -> list[str]:
+    """A sentence longer than max_chars is cut at commas, else at the last space before the limit."""
+    out = []
+    while len(sentence) > max_chars:
+        window = sentence[: max_chars + 1]
+        at = max(window.rfind(", "), window.rfind("、"), window.rfind("，"))
+        at = at + 1 if at > 0 else window.rfind(" ")
+        if at <= 0:
+            at = max_chars
+        out.append(sentence[:at].strip())
+        sentence = sentence[at:].strip()
+    return out + ([sentence] if sentence else [])

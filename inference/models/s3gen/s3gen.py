@@ -1,0 +1,104 @@
+"""S3Gen: the official checkpoint's four parts under one module (keys `tokenizer.`, `speaker_encoder.`,
+`flow.`, `mel2wav.`), with the reference-voice embedding and token-to-waveform synthesis."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ...audio import AudioError, resample
+from .flow import TokenToMel
+from .hifigan import HiFTGenerator
+from .mel import mel_24k
+from .s3tokenizer import S3Tokenizer
+from .xvector import CAMPPlus
+
+S3GEN_SR = 24000
+S3_SR = 16000
+FADE_SAMPLES = 480  # the vocoder's first frame is noise-like: silence it, then fade in over 20 ms
+
+
+def trim_fade(device) -> Tensor:
+    ramp = (torch.cos(torch.linspace(torch.pi, 0, FADE_SAMPLES, device=device)) + 1) / 2
+    return torch.cat([torch.zeros(FADE_SAMPLES, device=device), ramp])
+
+
+@dataclass
+class RefDict:
+    """A voice for S3Gen (the `gen` part of conds.pt). prompt_feat has 2 frames per prompt token."""
+
+    prompt_token: Tensor  # (1, P) int64
+    prompt_token_len: Tensor  # (1,)
+    prompt_feat: Tensor  # (1, F, 80) 24 kHz log-mel
+    embedding: Tensor  # (1, 192) x-vector
+    prompt_feat_len: Tensor | None = None
+
+    def as_dict(self) -> dict:
+        return dict(prompt_token=self.prompt_token, prompt_token_len=self.prompt_token_len,
+                    prompt_feat=self.prompt_feat, prompt_feat_len=self.prompt_feat_len, embedding=self.embedding)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RefDict":
+        return cls(d["prompt_token"], d["prompt_token_len"], d["prompt_feat"], d["embedding"], d.get("prompt_feat_len"))
+
+    def to(self, device) -> "RefDict":
+        return RefDict(*(t.to(device) if torch.is_tensor(t) else t for t in
+                         (self.prompt_token, self.prompt_token_len, self.prompt_feat, self.embedding,
+                          self.prompt_feat_len)))
+
+
+class S3Gen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tokenizer = S3Tokenizer()
+        self.speaker_encoder = CAMPPlus()
+        self.flow = TokenToMel()
+        self.mel2wav = HiFTGenerator()
+
+    @property
+    def device(self) -> torch.device:
+        return self.flow.input_embedding.weight.device
+
+    @torch.inference_mode()
+    def embed_ref(self, wav: Tensor | np.ndarray, sample_rate: int) -> RefDict:
+        """Reference clip (any rate, mono) -> prompt tokens, prompt mel and x-vector."""
+        wav = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav).float()
+        wav = torch.atleast_2d(wav).to(self.device)
+        if wav.shape[0] != 1:
+            raise AudioError(f"embed_ref takes one mono clip, got shape {tuple(wav.shape)}")
+        if wav.shape[1] < sample_rate // 2:
+            raise AudioError(f"reference is {wav.shape[1] / sample_rate:.2f} s long; at least 0.5 s is needed")
+        wav_24 = resample(wav, sample_rate, S3GEN_SR)
+        wav_16 = resample(wav, sample_rate, S3_SR)
+        prompt_feat = mel_24k(wav_24)  # (1, F, 80)
+        embedding = self.speaker_encoder.inference(wav_16)
+        tokens, lens = self.tokenizer([wav_16[0]])
+        if prompt_feat.shape[1] != 2 * tokens.shape[1]:
+            # unpadded audio: keep the mel, cut tokens to match it (an odd frame count loses one frame later)
+            tokens = tokens[:, : prompt_feat.shape[1] // 2]
+            lens = torch.tensor([tokens.shape[1]], device=tokens.device)
+        return RefDict(tokens, lens, prompt_feat, embedding)
+
+    @torch.inference_mode()
+    def flow_inference(self, speech_tokens: Tensor, ref: RefDict, noise: Tensor | None = None,
+                       generator: torch.Generator | None = None, finalize: bool = True) -> Tensor:
+        """(1, N) tokens -> (1, 80, frames) mel continuing the reference voice."""
+        tokens = torch.atleast_2d(speech_tokens).long().to(self.device)
+        return self.flow.inference(tokens, ref.prompt_token.to(self.device), ref.prompt_feat.to(self.device),
+                                   ref.embedding.to(self.device), noise=noise, generator=generator,
+                                   finalize=finalize)
+
+    @torch.inference_mode()
+    def inference(self, speech_tokens: Tensor, ref: RefDict, generator: torch.Generator | None = None,
+                  flow_noise: Tensor | None = None, sine_phase: Tensor | None = None,
+                  sine_noise: Tensor | None = None, fade_in: bool = True) -> Tensor:
+        """Speech tokens -> (1, samples) 24 kHz waveform. The random draws can be passed explicitly."""
+        mel = self.flow_inference(speech_tokens, ref, noise=flow_noise, generator=generator)
+        wav, _ = self.mel2wav.inference(mel, phase=sine_phase, noise=sine_noise, generator=generator)
+        if fade_in:
+            n = min(2 * FADE_SAMPLES, wav.shape[1])
+            wav = wav.clone()
+            wav[:, :n] *= trim_fade(wav.device)[:n]
+        return wav

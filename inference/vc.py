@@ -1,0 +1,113 @@
+"""Voice conversion: S3Gen re-synthesises the speech tokens of a source utterance in a target voice.
+
+python -m inference.vc --source a.wav --target b.wav --out c.wav [--model tiny|DIR|owner/repo]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .audio import AudioError, load_audio
+from .checkpoints import ENGLISH_FILES, CheckpointError, download_model, load_module
+from .conditionals import Conditionals
+from .models.s3gen.hifigan import remap_weight_norm_keys
+from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
+
+log = logging.getLogger(__name__)
+
+
+class ChatterboxVC:
+    sr = S3GEN_SR
+
+    def __init__(self, s3gen: S3Gen, device: str | torch.device = "cpu", ref: RefDict | None = None):
+        self.device = torch.device(device)
+        self.s3gen = s3gen.to(self.device).eval()
+        self.ref = ref
+
+    @classmethod
+    def from_local(cls, folder: str | Path, device="cpu") -> "ChatterboxVC":
+        """Reads `s3gen.safetensors` and, if present, the built-in voice of `conds.pt`."""
+        from .chatterbox import _constant_buffer
+
+        folder = Path(folder)
+        s3gen = load_module(S3Gen(), folder / ENGLISH_FILES.s3gen, remap=remap_weight_norm_keys,
+                            may_be_missing=_constant_buffer, ignore_unexpected=True)
+        conds = folder / ENGLISH_FILES.conds
+        ref = RefDict.from_dict(Conditionals.load(conds).gen) if conds.is_file() else None
+        return cls(s3gen, device, ref)
+
+    @classmethod
+    def from_pretrained(cls, device="cpu") -> "ChatterboxVC":
+        return cls.from_local(download_model(ENGLISH_FILES), device)
+
+    @classmethod
+    def load(cls, model: str, device="cpu") -> "ChatterboxVC":
+        if model in ("tiny", "tiny-multilingual"):
+            from .presets import WARNING, synthetic_s3gen
+
+            log.warning(WARNING)
+            return cls(synthetic_s3gen(), device)
+        if Path(model).exists():
+            return cls.from_local(model, device)
+        return cls.from_local(download_model(ENGLISH_FILES, repo_id=model), device)
+
+    def set_target_voice(self, wav_path: str | Path) -> None:
+        from .chatterbox import S3GEN_PROMPT_SECONDS, check_reference
+
+        wav = check_reference(load_audio(wav_path, S3GEN_SR), S3GEN_SR, str(wav_path))
+        self.ref = self.s3gen.embed_ref(wav[: S3GEN_PROMPT_SECONDS * S3GEN_SR], S3GEN_SR)
+
+    @torch.inference_mode()
+    def generate(self, source_path: str | Path, target_voice_path: str | Path | None = None,
+                 seed: int | None = None, watermark: bool = True) -> torch.Tensor:
+        """-> (1, samples) 24 kHz: the words and timing of `source_path` in the target voice."""
+        from .chatterbox import check_reference
+
+        if target_voice_path is not None:
+            self.set_target_voice(target_voice_path)
+        if self.ref is None:
+            raise RuntimeError("no target voice: pass target_voice_path (the model folder has no conds.pt)")
+        source = check_reference(load_audio(source_path, S3_SR), S3_SR, str(source_path))
+        tokens, _ = self.s3gen.tokenizer([torch.from_numpy(source).to(self.device)])
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        wav = self.s3gen.inference(tokens, self.ref, generator=generator)[0].cpu()
+        if watermark:
+            from .watermark import apply_watermark
+
+            wav = torch.from_numpy(apply_watermark(wav.numpy(), self.sr))
+        return wav[None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m inference.vc", description=__doc__.splitlines()[0])
+    p.add_argument("--source", required=True, type=Path, help="utterance whose words are kept")
+    p.add_argument("--target", type=Path, help="recording of the voice to speak them (default: conds.pt)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", default="ResembleAI/chatterbox", help="'tiny', a folder, or a repo id")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-watermark", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        start = time.perf_counter()
+        vc = ChatterboxVC.load(args.model, args.device)
+        wav = vc.generate(args.source, args.target, seed=args.seed, watermark=not args.no_watermark)
+    except (AudioError, CheckpointError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(args.out), np.asarray(wav[0]), vc.sr)
+    print(f"wrote {wav.shape[1] / vc.sr:.2f} s to {args.out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
