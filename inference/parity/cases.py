@@ -159,22 +159,28 @@ def run_s3gen_e2e(g: Golden) -> dict:
 
 
 def run_conditionals(g: Golden) -> dict:
-    """`prepare_conditionals` on the golden clip, with T3/VE/S3Gen all synthetic (English layout)."""
-    import librosa
+    """`prepare_conditionals` on a float WAV holding the golden clip, all parts synthetic."""
+    import tempfile
+    from pathlib import Path
 
-    from ..models.s3gen.s3gen import S3_SR, S3GEN_SR
-    from ..models.voice_encoder import VoiceEncoder
+    import librosa
+    import soundfile as sf
+
+    from .. import presets
+    from ..chatterbox import ChatterboxTTS
 
     wav = g.tensors["wav_24k"].numpy()
-    s3 = synthetic_s3gen()
-    ve = fill_synthetic(VoiceEncoder()).eval()
-    ref_16k = librosa.resample(wav, orig_sr=S3GEN_SR, target_sr=S3_SR)
-    gen = s3.embed_ref(wav[: 10 * S3GEN_SR], S3GEN_SR)
-    prompt, _ = s3.tokenizer([torch.from_numpy(ref_16k[: 6 * S3_SR])], max_len=150)
-    return {"ref_16k_librosa": torch.from_numpy(ref_16k), "t3_speaker_emb": ve.embed_speaker([ref_16k], S3_SR),
-            "t3_cond_prompt_speech_tokens": prompt, "t3_emotion_adv": torch.full((1, 1, 1), 0.5),
-            "gen_prompt_token": gen.prompt_token, "gen_prompt_token_len": gen.prompt_token_len,
-            "gen_prompt_feat": gen.prompt_feat, "gen_embedding": gen.embedding}
+    tts = ChatterboxTTS(presets.tiny_t3(), synthetic_s3gen(), fill_synthetic(VoiceEncoder()).eval(),
+                        presets.tiny_tokenizer())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference.wav"
+        sf.write(str(path), wav, 24000, subtype="FLOAT")
+        conds = tts.prepare_conditionals(path, exaggeration=0.5)
+    return {"ref_16k_librosa": torch.from_numpy(librosa.resample(wav, orig_sr=24000, target_sr=16000)),
+            "t3_speaker_emb": conds.t3.speaker_emb, "t3_cond_prompt_speech_tokens": conds.t3.cond_prompt_speech_tokens,
+            "t3_emotion_adv": conds.t3.emotion_adv, "gen_prompt_token": conds.gen["prompt_token"],
+            "gen_prompt_token_len": conds.gen["prompt_token_len"], "gen_prompt_feat": conds.gen["prompt_feat"],
+            "gen_embedding": conds.gen["embedding"]}
 
 
 # (tensors that identify the format, runner); the first whose tensors are all present wins
