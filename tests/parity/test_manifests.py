@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from inference.models.t3 import T3, T3Config
+from inference.models.s3gen.s3gen import S3Gen
 from inference.models.voice_encoder import VoiceEncoder
 
 MODULES = {
     "t3_cfg.json": lambda: T3(T3Config.english(), init_weights=False),
     "t3_mtl23ls_v2.json": lambda: T3(T3Config.multilingual(), init_weights=False),
     "ve.json": VoiceEncoder,
+    "s3gen.json": S3Gen,
 }
 
 
@@ -34,3 +36,9 @@ def test_parameter_counts_match_the_kit():
     assert sum(p.numel() for p in en.parameters()) == 532_405_248
     assert sum(p.numel() for p in mtl.parameters()) == 535_989_248
     assert sum(p.numel() for p in VoiceEncoder().parameters()) == 1_423_618
+    with torch.device("meta"):
+        s3gen = S3Gen()
+    assert sum(p.numel() for p in s3gen.parameters()) == 263_933_767
+    buffers = dict(s3gen.named_buffers())
+    persistent = [k for k in s3gen.state_dict() if k in buffers]
+    assert len(persistent) == 368 and sum(buffers[k].numel() for k in persistent) == 108_426
