@@ -189,6 +189,8 @@ class _Chatterbox(ABC):
         import librosa
 
         wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise AudioError(f"{source}: expected mono audio, got shape {wav.shape}")
         if sample_rate != S3GEN_SR:
             wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=S3GEN_SR)
         wav = check_reference(wav, S3GEN_SR, source)

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.voice is not None and not args.voice.is_file():  # before the model takes seconds to load
+        print(f"error: audio file not found: {args.voice}", file=sys.stderr)
+        return 2
     overrides = list(args.overrides)
     overrides += [f"model={args.model}"] if args.model else []
     overrides += [f"language={args.language}"] if args.language else []

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-watermark", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for path in (args.source, args.target):
+        if path is not None and not path.is_file():  # before the model takes seconds to load
+            print(f"error: audio file not found: {path}", file=sys.stderr)
+            return 2
     try:
         start = time.perf_counter()
         vc = ChatterboxVC.load(args.model, args.device)

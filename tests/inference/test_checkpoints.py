@@ -37,11 +37,30 @@ def multilingual_dir(multilingual, tmp_path_factory) -> Path:
     return multilingual.save_local(tmp_path_factory.mktemp("multilingual"))
 
 
-def _copy_model(src: Path, dst: Path) -> Path:
+def _copy_model(src: Path, dst: Path, copy: tuple[str, ...] = ()) -> Path:
+    """A model folder whose files link to `src`, except the ones in `copy`, which are real copies.
+
+    The S3Gen file is ~1 GB: link it. Tests may delete links, but must name in `copy` every file
+    they rewrite (writing through a link would damage the shared model)."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
+        if f.name in copy:
+            (dst / f.name).write_bytes(f.read_bytes())
+        else:
+            (dst / f.name).symlink_to(f)
     return dst
+
+
+@pytest.fixture(scope="module")
+def english_reloaded(english_dir) -> ChatterboxTTS:
+    return ChatterboxTTS.from_local(english_dir)
+
+
+def _assert_same_weights(name: str, original: torch.nn.Module, loaded: torch.nn.Module) -> None:
+    expected, actual = original.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), f"{name}.{key} changed"
 
 
 def _message_line(err: pytest.ExceptionInfo, label: str) -> str:
@@ -55,12 +74,14 @@ def _message_line(err: pytest.ExceptionInfo, label: str) -> str:
 
 def test_english_save_local_writes_official_names(english_dir):
     names = {p.name for p in english_dir.iterdir()}
-    assert names == {"t3_cfg.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt", T3_CONFIG_FILE}
+    assert names == {"t3_cfg.safetensors", "ve.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt",
+                     T3_CONFIG_FILE}
     assert ENGLISH_FILES.t3 == "t3_cfg.safetensors" and ENGLISH_FILES.ve == "ve.safetensors"
+    assert ENGLISH_FILES.s3gen == "s3gen.safetensors"
 
 
-def test_english_round_trip_generates_identical_tokens(english, english_dir):
-    reloaded = ChatterboxTTS.from_local(english_dir)
+def test_english_round_trip_generates_identical_tokens(english, english_reloaded):
+    reloaded = english_reloaded
     assert reloaded.t3.cfg == english.t3.cfg == T3Config.tiny()
     assert not reloaded.is_preset
     before = english.generate_speech_tokens(PROMPT, seed=3, max_new_tokens=40)
@@ -69,21 +90,25 @@ def test_english_round_trip_generates_identical_tokens(english, english_dir):
     assert torch.equal(before, after)
 
 
-def test_round_trip_keeps_weights_exactly(english, english_dir):
-    reloaded = ChatterboxTTS.from_local(english_dir)
-    for name, module in (("t3", english.t3), ("ve", english.ve)):
-        original = module.state_dict()
-        loaded = getattr(reloaded, name).state_dict()
-        assert original.keys() == loaded.keys()
-        for key in original:
-            assert torch.equal(original[key], loaded[key]), f"{name}.{key} changed"
+def test_round_trip_keeps_weights_exactly(english, english_reloaded):
+    for name in ("t3", "ve", "s3gen"):
+        _assert_same_weights(name, getattr(english, name), getattr(english_reloaded, name))
+
+
+def test_round_trip_keeps_the_voice(english, english_reloaded):
+    """conds.pt carries both halves of the voice: T3's conditioning and S3Gen's reference."""
+    for key, value in english.conds.gen.items():
+        loaded = english_reloaded.conds.gen[key]
+        assert (loaded is None) if value is None else torch.equal(loaded, value), key
+    assert torch.equal(english_reloaded.conds.t3.speaker_emb, english.conds.t3.speaker_emb)
 
 
 def test_multilingual_save_local_writes_official_names(multilingual_dir):
     names = {p.name for p in multilingual_dir.iterdir()}
-    assert {"t3_mtl23ls_v2.safetensors", "ve.pt", "grapheme_mtl_merged_expanded_v1.json", "conds.pt",
+    assert {"t3_mtl23ls_v2.safetensors", "ve.pt", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json", "conds.pt",
             T3_CONFIG_FILE} <= names
     assert MULTILINGUAL_FILES.t3 in names and MULTILINGUAL_FILES.tokenizer in names
+    assert MULTILINGUAL_FILES.s3gen == "s3gen.pt"
     assert not any(n.endswith(".partial") for n in names)
 
 
@@ -94,12 +119,13 @@ def test_multilingual_round_trip_generates_identical_tokens(multilingual, multil
     after = reloaded.generate_speech_tokens(PROMPT, language_id="fr", seed=3, max_new_tokens=40)
     assert len(before) > 0
     assert torch.equal(before, after)
+    _assert_same_weights("s3gen", multilingual.s3gen, reloaded.s3gen)  # s3gen.pt (torch format) round trip
 
 
 # --- strict loading -----------------------------------------------------------------------------------
 
 def test_missing_key_is_listed(english_dir, tmp_path):
-    folder = _copy_model(english_dir, tmp_path / "model")
+    folder = _copy_model(english_dir, tmp_path / "model", copy=(ENGLISH_FILES.t3,))
     path = folder / ENGLISH_FILES.t3
     state = load_file(str(path))
     removed = "speech_head.weight" if "speech_head.weight" in state else sorted(state)[0]
@@ -206,9 +232,10 @@ def test_save_module_is_atomic(english, tmp_path, name):
 # --- Conditionals ---------------------------------------------------------------------------------------
 
 def test_conditionals_round_trip(tmp_path, english):
-    conds = english.conds
-    conds.gen = {"prompt_token": torch.arange(6).view(1, 6), "prompt_token_len": torch.tensor([6]),
-                 "embedding": torch.randn(1, 192)}
+    # a new Conditionals: the preset fixture is shared by the whole session and keeps its own voice
+    conds = Conditionals(english.conds.t3,
+                         {"prompt_token": torch.arange(6).view(1, 6), "prompt_token_len": torch.tensor([6]),
+                          "embedding": torch.randn(1, 192)})
     path = tmp_path / "conds.pt"
     conds.save(path)
     loaded = Conditionals.load(path)
@@ -251,6 +278,17 @@ def test_from_local_without_tokenizer(english_dir, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         ChatterboxTTS.from_local(folder)
     assert "tokenizer.json" in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["english", "multilingual"])
+def test_from_local_without_s3gen(family, request, tmp_path):
+    cls, files = ((ChatterboxTTS, ENGLISH_FILES) if family == "english"
+                  else (ChatterboxMultilingualTTS, MULTILINGUAL_FILES))
+    folder = _copy_model(request.getfixturevalue(f"{family}_dir"), tmp_path / "model")
+    (folder / files.s3gen).unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        cls.from_local(folder)
+    assert files.s3gen in str(err.value).split("(expected")[0]  # named as missing, not only in the layout list
 
 
 def test_from_local_nonexistent_folder(tmp_path):
@@ -300,7 +338,10 @@ def test_load_unknown_name():
         ChatterboxTTS.load("nonsense")
 
 
-def test_load_dispatch(english_dir):
+def test_load_dispatch(english, english_dir, monkeypatch):
+    from inference import presets
+
+    monkeypatch.setattr(presets, "synthetic_s3gen", lambda: english.s3gen)  # dispatch only: skip a 1 GB build
     assert ChatterboxTTS.load("tiny").is_preset
     assert ChatterboxMultilingualTTS.load("tiny-multilingual").t3.cfg.is_multilingual
     assert not ChatterboxTTS.load(english_dir).is_preset

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from inference.chatterbox import ChatterboxMultilingualTTS, ChatterboxTTS
@@ -17,6 +18,7 @@ from inference.settings import PROJECT_ROOT, load_config
 from inference.tts import TTSConfig
 
 SPEECH_VOCAB_END = 6561  # ids >= this are start/stop/specials, never returned
+SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second of 24 kHz audio
 
 
 # --- bad text -------------------------------------------------------------------------------------------
@@ -137,34 +139,46 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _check_tokens(path: Path, limit: int) -> np.ndarray:
+def _check_wav(path: Path, token_limit: int) -> np.ndarray:
+    """A mono 24 kHz WAV holding no more audio than `token_limit` speech tokens make."""
     assert path.is_file()
-    tokens = np.load(path)
-    assert tokens.dtype == np.int64
-    assert tokens.ndim == 1
-    assert len(tokens) <= limit
-    assert (tokens >= 0).all() and (tokens < SPEECH_VOCAB_END).all()
-    return tokens
+    info = sf.info(str(path))
+    assert info.format == "WAV"
+    assert info.samplerate == 24000
+    assert info.channels == 1
+    wav, _ = sf.read(str(path), dtype="float32")
+    assert wav.ndim == 1
+    assert 0 < len(wav) <= token_limit * SAMPLES_PER_TOKEN
+    assert np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
+    assert np.abs(wav).max() > 0  # not silence
+    return wav
 
 
 def test_cli_english(tmp_path):
-    out = tmp_path / "t.npy"
+    from inference.watermark import detect_watermark
+
+    out = tmp_path / "t.wav"
     result = _cli("--text", "Hello world.", "--out", str(out), "max_new_tokens=20")
     assert result.returncode == 0, result.stderr
-    _check_tokens(out, 20)
+    wav = _check_wav(out, 20)
     assert "wrote" in result.stdout
+    assert detect_watermark(wav, 24000) > 0.9  # config.toml's default: watermarked, and it survives 16-bit WAV
 
 
 def test_cli_multilingual(tmp_path):
-    out = tmp_path / "sub" / "fr.npy"
+    from inference.watermark import detect_watermark
+
+    out = tmp_path / "sub" / "fr.wav"
     result = _cli("--text", "Bonjour le monde.", "--out", str(out), "--model", "tiny-multilingual",
-                  "--language", "fr", "max_new_tokens=20")
+                  "--language", "fr", "max_new_tokens=20", "watermark=false")
     assert result.returncode == 0, result.stderr
-    _check_tokens(out, 20)
+    wav = _check_wav(out, 20)
+    assert "no watermark" in result.stdout
+    assert detect_watermark(wav, 24000) < 0.1
 
 
 def test_cli_unknown_key(tmp_path):
-    out = tmp_path / "t.npy"
+    out = tmp_path / "t.wav"
     result = _cli("--text", "Hello.", "--out", str(out), "bogus=1")
     assert result.returncode != 0
     assert "bogus" in result.stderr
@@ -172,7 +186,7 @@ def test_cli_unknown_key(tmp_path):
 
 
 def test_cli_invalid_value(tmp_path):
-    out = tmp_path / "t.npy"
+    out = tmp_path / "t.wav"
     result = _cli("--text", "Hello.", "--out", str(out), "temperature=abc")
     assert result.returncode != 0
     assert "temperature" in result.stderr

@@ -76,7 +76,7 @@ def _cut(sentence: str, max_chars: int) -> list[str]:
     out = []
     while len(sentence) > max_chars:
         window = sentence[: max_chars + 1]
-        at = max(window.rfind(", "), window.rfind("、"), window.rfind("，"))
+        at = max(window.rfind(", "), window.rfind("、", 0, max_chars), window.rfind("，", 0, max_chars))
         at = at + 1 if at > 0 else window.rfind(" ")
         if at <= 0:
             at = max_chars
