@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import presets
 from .checkpoints import (ENGLISH_FILES, MULTILINGUAL_FILES, REPO_ID, CheckpointError, ModelFiles, download_model,
-                          load_module, save_module)
+                          find_weights, load_module, save_module)
 from .audio import AudioError, load_audio
 from .conditionals import Conditionals
 from .models.s3gen.hifigan import remap_weight_norm_keys
@@ -117,14 +117,14 @@ class _Chatterbox(ABC):
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        missing = [f for f in (cls.FILES.t3, cls.FILES.s3gen, cls.FILES.ve, cls.FILES.tokenizer)
-                   if not (folder / f).is_file()]
+        missing = [f for f in (cls.FILES.t3, cls.FILES.s3gen, cls.FILES.ve) if not find_weights(folder, f).is_file()]
+        missing += [] if (folder / cls.FILES.tokenizer).is_file() else [cls.FILES.tokenizer]
         if missing:
             raise FileNotFoundError(f"{folder} lacks {', '.join(missing)} (expected the official layout: "
                                     f"{', '.join(cls.FILES.all())})")
-        t3 = load_module(T3(cls._read_t3_config(folder), init_weights=False), folder / cls.FILES.t3)
-        ve = load_module(VoiceEncoder(), folder / cls.FILES.ve)
-        s3gen = load_module(S3Gen(), folder / cls.FILES.s3gen, remap=remap_weight_norm_keys,
+        t3 = load_module(T3(cls._read_t3_config(folder), init_weights=False), find_weights(folder, cls.FILES.t3))
+        ve = load_module(VoiceEncoder(), find_weights(folder, cls.FILES.ve))
+        s3gen = load_module(S3Gen(), find_weights(folder, cls.FILES.s3gen), remap=remap_weight_norm_keys,
                             may_be_missing=_constant_buffer, ignore_unexpected=cls.LENIENT_S3GEN)
         tokenizer = cls._load_tokenizer(folder / cls.FILES.tokenizer)
         if tokenizer.vocab_size > t3.cfg.text_vocab_size:

@@ -37,6 +37,16 @@ MULTILINGUAL_FILES = ModelFiles(t3="t3_mtl23ls_v2.safetensors", ve="ve.pt", s3ge
                                 tokenizer="grapheme_mtl_merged_expanded_v1.json", extra=("Cangjie5_TC.json",))
 
 
+def find_weights(folder: Path, name: str) -> Path:
+    """`name` in `folder`, or the same file saved in the other format (.safetensors <-> .pt)."""
+    path = folder / name
+    if not path.is_file():
+        other = path.with_suffix(".pt" if path.suffix == ".safetensors" else ".safetensors")
+        if other.is_file():
+            return other
+    return path
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is unreadable or does not fit the module it is loaded into."""
 

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from .audio import AudioError, load_audio
-from .checkpoints import ENGLISH_FILES, CheckpointError, download_model, load_module
+from .checkpoints import ENGLISH_FILES, CheckpointError, download_model, find_weights, load_module
 from .conditionals import Conditionals
 from .models.s3gen.hifigan import remap_weight_norm_keys
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
@@ -37,7 +37,7 @@ class ChatterboxVC:
         from .chatterbox import _constant_buffer
 
         folder = Path(folder)
-        s3gen = load_module(S3Gen(), folder / ENGLISH_FILES.s3gen, remap=remap_weight_norm_keys,
+        s3gen = load_module(S3Gen(), find_weights(folder, ENGLISH_FILES.s3gen), remap=remap_weight_norm_keys,
                             may_be_missing=_constant_buffer, ignore_unexpected=True)
         conds = folder / ENGLISH_FILES.conds
         ref = RefDict.from_dict(Conditionals.load(conds).gen) if conds.is_file() else None

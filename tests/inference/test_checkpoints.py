@@ -346,3 +346,17 @@ def test_load_dispatch(english, english_dir, monkeypatch):
     assert ChatterboxMultilingualTTS.load("tiny-multilingual").t3.cfg.is_multilingual
     assert not ChatterboxTTS.load(english_dir).is_preset
     assert not ChatterboxTTS.load(str(english_dir)).is_preset
+
+
+def test_weights_in_the_other_format_are_found(english_dir, tmp_path):
+    """ve.pt / s3gen.pt beside an English tokenizer load like ve.safetensors / s3gen.safetensors."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in english_dir.iterdir():
+        if f.name in ("ve.safetensors", "s3gen.safetensors"):
+            torch.save(read_state_dict(f), folder / f.name.replace(".safetensors", ".pt"))
+        else:
+            (folder / f.name).symlink_to(f)
+    reloaded = ChatterboxTTS.from_local(folder)
+    original = read_state_dict(english_dir / "ve.safetensors")
+    assert all(torch.equal(v, original[k]) for k, v in reloaded.ve.state_dict().items())
