@@ -1,0 +1,209 @@
+"""Ingest on real speech (espeak-ng): what is kept, what is refused and why, and that audio_data stays untouched."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from inference.audio import load_audio
+from training.ingest import IngestConfig, ingest, plan_segments
+
+ESPEAK = shutil.which("espeak-ng")
+SR = 24000
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river.",
+    "She sells sea shells by the sea shore every summer morning.",
+    "A journey of a thousand miles begins with a single step.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The weather today is cloudy with a chance of light rain in the evening.",
+    "Reading books on a quiet afternoon is one of my favourite pleasures.",
+    "We walked along the beach and watched the waves roll in slowly.",
+    "Our train leaves the station at half past seven tomorrow morning.",
+    "Every good idea starts as a small thought that someone writes down.",
+    "The old clock in the hallway chimes loudly at the top of each hour.",
+    "Fresh bread from the bakery smells wonderful on a cold winter day.",
+    "He carefully painted the fence a bright shade of blue last weekend.",
+    "Music can change the mood of a room in just a few seconds.",
+    "They planted tomatoes, beans and peppers in the garden this spring.",
+    "The library will be closed on Monday for the national holiday.",
+    "Children laughed and played in the park until the sun went down.",
+]
+NOTE_FILES = ("README.md", "transcripts.txt", "metadata.csv", "sub/normal_b.lab")
+
+
+def _speak(text: str, tmp: Path) -> np.ndarray:
+    """espeak-ng speech as float32 at 24 kHz."""
+    out = tmp / "espeak.wav"
+    subprocess.run([ESPEAK, "-v", "en-us", "-w", str(out), text], check=True, capture_output=True)
+    return load_audio(out, SR)
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Everything that would betray a write: names, sizes, mtimes and hashes of files, folder mtimes."""
+    snap = {}
+    for p in sorted(root.rglob("*")):
+        st = p.stat()
+        rel = p.relative_to(root).as_posix()
+        if p.is_dir():
+            snap[rel] = ("dir", st.st_mtime_ns)
+        else:
+            snap[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    snap["."] = ("dir", root.stat().st_mtime_ns)
+    return snap
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One audio_data folder holding every kind of file a user might drop in, ingested once."""
+    if ESPEAK is None:
+        pytest.skip("espeak-ng not installed")
+    tmp = tmp_path_factory.mktemp("ingest")
+    audio, cache = tmp / "audio_data", tmp / "cache"
+    (audio / "sub").mkdir(parents=True)
+
+    normal = _speak(SENTENCES[0], tmp)
+    assert 2.5 < len(normal) / SR < 4.5
+    sf.write(audio / "normal.wav", normal, SR)
+
+    pause = np.zeros(int(0.5 * SR), np.float32)
+    parts: list[np.ndarray] = []
+    for text in SENTENCES:
+        parts += [_speak(text, tmp), pause]
+        if sum(map(len, parts)) >= 45 * SR:
+            break
+    long = np.concatenate(parts)
+    assert len(long) >= 45 * SR
+    sf.write(audio / "long.wav", librosa.resample(long, orig_sr=SR, target_sr=22050), 22050)  # espeak's own rate
+
+    sf.write(audio / "silence.wav", np.zeros(3 * SR, np.float32), SR)
+    (audio / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(8192))
+    start = librosa.effects.trim(normal, top_db=40)[1][0]
+    sf.write(audio / "short.wav", normal[start : start + SR // 2], SR)
+    sf.write(audio / "clipped.wav", np.clip(_speak(SENTENCES[1], tmp) * 30, -1, 1), SR, subtype="PCM_16")
+    (audio / "notes.mp3").write_text("not audio at all\n")
+    mono = _speak(SENTENCES[2], tmp)
+    stereo = librosa.resample(mono, orig_sr=SR, target_sr=48000)
+    sf.write(audio / "sub" / "stereo48k.flac", np.stack([stereo, 0.7 * stereo], axis=1), 48000)
+    for name in NOTE_FILES:
+        (audio / name).write_text("a transcript\n")
+
+    before = _snapshot(audio)
+    report = ingest(audio, cache, IngestConfig())
+    return audio, cache, report, before
+
+
+def _clips(report, name):
+    return [c for c in report.clips if c.source.name == name]
+
+
+def _reasons(report) -> dict[str, str]:
+    return {p.name: r for p, r in report.skipped}
+
+
+def test_normal_clip_kept_whole(run):
+    audio, _, report, _ = run
+    (clip,) = _clips(report, "normal.wav")
+    assert clip.path == clip.source == audio / "normal.wav"
+    assert clip.start == 0.0 and clip.duration == pytest.approx(sf.info(clip.path).duration, abs=1e-3)
+
+
+def test_long_file_split_at_pauses(run):
+    audio, cache, report, _ = run
+    clips = _clips(report, "long.wav")
+    assert len(clips) >= 3
+    for c in clips:
+        assert c.path.parent == cache / "segments" and re.fullmatch(r"[0-9a-f]{16}_\d+\.wav", c.path.name)
+        info = sf.info(c.path)
+        assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "FLOAT")
+        assert 2.0 <= c.duration <= 20.0 and info.frames == round(c.duration * SR)
+    assert all(a.end <= b.start for a, b in zip(clips, clips[1:]))
+
+    wav = load_audio(audio / "long.wav", SR)
+    voiced = librosa.effects.split(wav, top_db=40) / SR
+    covered = sum(max(0.0, min(e, c.end) - max(s, c.start)) for s, e in voiced for c in clips)
+    assert covered / sum(e - s for s, e in voiced) >= 0.95
+
+
+def test_bad_files_skipped_with_reasons(run, caplog):
+    reasons = _reasons(run[2])
+    assert reasons["corrupt.wav"].startswith("unreadable: ")
+    assert reasons["silence.wav"] == "silent"
+    assert re.fullmatch(r"too short \(0\.\d+ s of sound\)", reasons["short.wav"])
+    assert re.fullmatch(r"clipped \(\d+\.\d% of samples at full scale\)", reasons["clipped.wav"])
+    assert reasons["notes.mp3"] == "unsupported extension"
+    assert len(reasons) == 5  # transcripts and notes are ignored, not skipped
+    with caplog.at_level(logging.WARNING, logger="training.ingest"):
+        ingest(run[0], run[1])
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert all(f"{name}: {reason}" in logged for name, reason in reasons.items())
+
+
+def test_stereo_48k_accepted(run):
+    (clip,) = _clips(run[2], "stereo48k.flac")
+    assert clip.path == clip.source and clip.duration == pytest.approx(sf.info(clip.path).duration, abs=1e-3)
+
+
+def test_summary_counts(run):
+    report = run[2]
+    counts = {"clipped": 1, "silent": 1, "too short": 1, "unreadable": 1, "unsupported extension": 1}
+    assert report.skip_counts() == counts
+    sources = {c.source.name for c in report.clips}
+    assert sources == {"normal.wav", "long.wav", "stereo48k.flac"}
+    summary = report.summary()
+    assert summary.startswith(f"kept {len(report.clips)} clips from 3 files ({report.minutes:.1f} min)")
+    assert all(f"{k}: {n}" in summary for k, n in counts.items()) and "skipped 5 files" in summary
+
+
+def test_audio_dir_unchanged(run):
+    audio, _, _, before = run
+    assert _snapshot(audio) == before
+
+
+def test_rerun_reuses_segments(run):
+    audio, cache, report, before = run
+    segments = [c.path for c in report.clips if c.path.parent == cache / "segments"]
+    mtimes = {p: p.stat().st_mtime_ns for p in segments}
+    again = ingest(audio, cache, IngestConfig())
+    assert again.clips == report.clips and again.skipped == report.skipped
+    assert {p: p.stat().st_mtime_ns for p in segments} == mtimes
+    assert sorted((cache / "segments").iterdir()) == sorted(segments)  # no stray temporaries either
+    assert _snapshot(audio) == before
+
+
+def test_cache_inside_audio_dir_refused(run):
+    with pytest.raises(ValueError, match="inside audio_dir"):
+        ingest(run[0], run[0] / "cache")
+
+
+def test_unbroken_stretch_cut_at_quietest_points():
+    """A voiced stretch longer than max_seconds with no pause is cut where it is quietest."""
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(52 * SR)).astype(np.float32)
+    dips = (12.0, 30.0, 41.0)
+    for t in dips:  # 20 dB quieter: still voiced at top_db=40, but the best place to cut
+        wav[int((t - 0.1) * SR) : int((t + 0.1) * SR)] *= 0.1
+    spans = plan_segments(wav, IngestConfig())
+    assert len(spans) == 4 and spans[0][0] == 0 and spans[-1][1] == len(wav)
+    cuts = [e / SR for _, e in spans[:-1]]
+    assert np.allclose(cuts, dips, atol=0.1) and all(e == s for (_, e), (s, _) in zip(spans, spans[1:]))
+    assert all(2 * SR <= e - s <= 20 * SR for s, e in spans)
+
+
+def test_byte_identical_copy_skipped_as_duplicate(run, tmp_path):
+    """The same take dropped twice would count double in training."""
+    audio = tmp_path / "audio_data"
+    audio.mkdir()
+    for name in ("a.wav", "b_copy.wav"):
+        shutil.copyfile(run[0] / "normal.wav", audio / name)
+    report = ingest(audio, tmp_path / "cache")
+    assert [c.source.name for c in report.clips] == ["a.wav"]
+    assert _reasons(report) == {"b_copy.wav": f"duplicate: same bytes as {audio / 'a.wav'}"}
+    assert report.skip_counts() == {"duplicate": 1}
