@@ -43,11 +43,6 @@ class RefDict:
     def from_dict(cls, d: dict) -> "RefDict":
         return cls(d["prompt_token"], d["prompt_token_len"], d["prompt_feat"], d["embedding"], d.get("prompt_feat_len"))
 
-    def to(self, device) -> "RefDict":
-        return RefDict(*(t.to(device) if torch.is_tensor(t) else t for t in
-                         (self.prompt_token, self.prompt_token_len, self.prompt_feat, self.embedding,
-                          self.prompt_feat_len)))
-
 
 class S3Gen(nn.Module):
     def __init__(self):
