@@ -320,3 +320,13 @@ class ChatterboxMultilingualTTS(_Chatterbox):
         if not language_id:
             raise TextError("the multilingual model needs language_id (e.g. 'fr')")
         return self.tokenizer.encode(text, check_language(language_id))
+
+
+def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu") -> _Chatterbox:
+    """'tiny' | 'tiny-multilingual' | a folder in the official layout | a repo id. A folder holding the
+    multilingual T3 file is loaded as the multilingual model even without `multilingual`."""
+    folder = Path(model)
+    multilingual = (multilingual or str(model) == "tiny-multilingual"
+                    or (folder.is_dir() and find_weights(folder, MULTILINGUAL_FILES.t3).is_file()))
+    cls = ChatterboxMultilingualTTS if multilingual else ChatterboxTTS
+    return cls.load(model, device)

@@ -124,6 +124,9 @@ def save_module(module: nn.Module, path: str | Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by their owner only
     os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the real name
 
 

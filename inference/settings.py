@@ -1,6 +1,12 @@
-"""config.toml sections -> dataclasses, with `key=value` overrides from the command line."""
+"""config.toml sections -> dataclasses, overridable from the command line.
+
+A dataclass field whose type is itself a dataclass is a sub-table: `[training.lora]` in the file,
+`lora.rank=16` as an override, `--lora.rank 16` as a flag (see `add_config_flags`).
+"""
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import sys
 import types
@@ -22,40 +28,117 @@ def default_config_path() -> Path | None:
     return None
 
 
-def _convert(raw: str, annotation, key: str):
-    hint = annotation
-    args = typing.get_args(hint)
+def _strip_optional(hint):
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if raw.lower() in ("none", "null", ""):
-            return None
-        hint = next(a for a in args if a is not type(None))
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _convert(raw, annotation, key: str):
+    """A value from the command line (str) or from TOML, checked against the field's type."""
+    hint, optional = _strip_optional(annotation)
+    if raw is None and optional:
+        return None
+    if isinstance(raw, str) and optional and raw.lower() in ("none", "null", ""):
+        return None
     try:
+        if typing.get_origin(hint) is tuple:  # tuple[str, ...]: comma-separated on the command line
+            items = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
+            return tuple(typing.get_args(hint)[0](x) for x in items)
         if hint is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
+            return str(raw).lower() in ("true", "1", "yes")
+        if hint is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(raw)
+        if hint is int and isinstance(raw, bool):
+            raise ValueError(raw)
         return hint(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None
 
 
+def _fields(cls) -> dict[str, tuple[dataclasses.Field, typing.Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _is_section(hint) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def config_keys(cls, prefix: str = "") -> dict[str, typing.Any]:
+    """Every settable key of `cls` with its type, sub-tables as dotted names (`lora.rank`)."""
+    keys = {}
+    for name, (_, hint) in _fields(cls).items():
+        if _is_section(hint):
+            keys.update(config_keys(hint, f"{prefix}{name}."))
+        else:
+            keys[prefix + name] = hint
+    return keys
+
+
+def _build(cls, values: dict, where: str):
+    known = _fields(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{where} has unknown key {key!r}; known: {', '.join(known)}")
+        hint = known[key][1]
+        if _is_section(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} must be a table")
+            kwargs[key] = _build(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _convert(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
 def load_config(cls, section: str, path: str | Path | None = None, overrides: list[str] = ()):
     """Defaults of `cls` <- [section] of config.toml <- `key=value` overrides. Unknown keys are errors."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     values: dict = {}
     path = Path(path) if path else default_config_path()
     if path is not None:
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        table = tomllib.loads(path.read_text()).get(section, {})
-        for key, value in table.items():
-            if key not in known:
-                raise ValueError(f"{path}: [{section}] has unknown key {key!r}; known: {', '.join(known)}")
-            values[key] = value
+        values = tomllib.loads(path.read_text()).get(section, {})
+    return config_from_dict(cls, values, overrides, f"[{section}]")
+
+
+def config_from_dict(cls, values: dict, overrides: list[str] = (), where: str = "config"):
+    """`cls` from nested `values` (as a TOML table or `dataclasses.asdict` gives) plus `key=value` overrides."""
+    values = copy.deepcopy(values)
+    keys = config_keys(cls)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or key not in known:
-            raise ValueError(f"override {item!r}: expected key=value with key one of {', '.join(known)}")
-        values[key] = _convert(raw, hints[key], key)
-    return cls(**values)
+        key = key.replace("-", "_")
+        if not sep or key not in keys:
+            raise ValueError(f"override {item!r}: expected key=value with key one of {', '.join(keys)}")
+        *tables, leaf = key.split(".")
+        node = values
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[leaf] = raw
+    return _build(cls, values, where)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One `--key` flag per config key (`--audio-dir`, `--lora.rank`); unset flags leave the file's value."""
+    for key, hint in config_keys(cls).items():
+        flag = "--" + key.replace("_", "-")
+        names = [flag] if flag == "--" + key else [flag, "--" + key]
+        base, _ = _strip_optional(hint)
+        metavar = "A,B,..." if typing.get_origin(base) is tuple else getattr(base, "__name__", "VALUE").upper()
+        extra = dict(nargs="?", const="true") if base is bool else {}  # a bare --flag means true
+        parser.add_argument(*names, dest=f"cfg:{key}", default=None, metavar=metavar, help=f"config key {key}",
+                            **extra)
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The `key=value` overrides given as flags made by `add_config_flags`."""
+    return [f"{dest[4:]}={value}" for dest, value in vars(args).items()
+            if dest.startswith("cfg:") and value is not None]

@@ -34,11 +34,9 @@ class TTSConfig:
 
 
 def load_model(cfg: TTSConfig):
-    from .chatterbox import ChatterboxMultilingualTTS, ChatterboxTTS
+    from .chatterbox import load_chatterbox
 
-    multilingual = cfg.multilingual or cfg.model == "tiny-multilingual"
-    cls = ChatterboxMultilingualTTS if multilingual else ChatterboxTTS
-    return cls.load(cfg.model, cfg.device)
+    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device)
 
 
 def main(argv: list[str] | None = None) -> int:

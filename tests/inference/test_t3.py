@@ -37,6 +37,28 @@ def test_forward_shapes_and_zeroed_padding(model, cond):
     assert out.text_logits[1, :6].abs().sum() > 0 and out.speech_logits[1, :3].abs().sum() > 0
 
 
+def test_packed_rows_see_what_decoding_sees(model, cond):
+    """Packed, a row of a padded batch gets the logits it gets alone (no text padding before its speech);
+    the reference layout does not, which is why training uses the packed one."""
+    short, long = _text(model, n=3, seed=2), _text(model, n=8, seed=3)
+    text = torch.zeros(2, long.shape[1], dtype=torch.long)
+    text[0, :short.shape[1]], text[1] = short[0], long[0]
+    speech = torch.randint(0, 6561, (2, 9), generator=torch.Generator().manual_seed(4))
+    text_lens, speech_lens = torch.tensor([short.shape[1], long.shape[1]]), torch.tensor([6, 9])
+    cond2 = T3Cond(cond.speaker_emb.expand(2, -1), cond.cond_prompt_speech_tokens.expand(2, -1),
+                   cond.emotion_adv.expand(2, -1, -1))
+    with torch.no_grad():
+        both = model(cond2, text, text_lens, speech, speech_lens, packed=True)
+        alone = model(cond, short, text_lens[:1], speech[:1, :6], speech_lens[:1])
+        alone_long = model(cond, long, text_lens[1:], speech[1:], speech_lens[1:])
+        reference_layout = model(cond2, text, text_lens, speech, speech_lens)
+    torch.testing.assert_close(both.speech_logits[0, :6], alone.speech_logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both.text_logits[0, :5], alone.text_logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both.speech_logits[1], alone_long.speech_logits[0], atol=1e-5, rtol=1e-5)
+    assert torch.all(both.speech_logits[0, 6:] == 0) and torch.all(both.text_logits[0, 5:] == 0)
+    assert not torch.allclose(reference_layout.speech_logits[0, :6], alone.speech_logits[0], atol=1e-3)
+
+
 def test_loss_ignores_padding_and_trains(model, cond):
     text = torch.cat([_text(model), _text(model, seed=1)])
     speech = torch.randint(0, 6561, (2, 9))

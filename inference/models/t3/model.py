@@ -133,22 +133,45 @@ class T3(nn.Module):
 
     # ---------------------------------------------------------------- teacher forcing
     def forward(self, cond: T3Cond, text_tokens: Tensor, text_token_lens: Tensor,
-                speech_tokens: Tensor, speech_token_lens: Tensor) -> T3Output:
+                speech_tokens: Tensor, speech_token_lens: Tensor, packed: bool = False) -> T3Output:
+        """Teacher-forced logits (B, Lt, Vtext) and (B, Ls, Vspeech); positions past a row's length are zeroed.
+
+        Unpacked (the reference's layout, which the parity goldens hold), a row with shorter text keeps its text
+        padding between text and speech, so its speech sees pad tokens and sits at shifted positions.
+        `packed=True` lays every row out as decoding sees it, [cond, text_i, speech_i] with the padding at the
+        end, which is what training must use; the outputs come back in the same padded layout.
+        """
         embeds, cond_emb = self.embed_inputs(cond, text_tokens, speech_tokens)
-        hidden = self.tfmr(inputs_embeds=embeds, use_cache=False).last_hidden_state  # (B, L, D)
         len_cond, lt, ls = cond_emb.shape[1], text_tokens.shape[1], speech_tokens.shape[1]
-        text_h = hidden[:, len_cond:len_cond + lt]
-        speech_h = hidden[:, len_cond + lt:len_cond + lt + ls]
-        text_valid = torch.arange(lt, device=hidden.device)[None] < text_token_lens.to(hidden.device)[:, None]
-        speech_valid = torch.arange(ls, device=hidden.device)[None] < speech_token_lens.to(hidden.device)[:, None]
+        dev = embeds.device
+        text_lens, speech_lens = text_token_lens.to(dev), speech_token_lens.to(dev)
+        if packed:
+            # packed position p of row i holds padded position order[i, p]
+            total = len_cond + lt + ls
+            p = torch.arange(total, device=dev)[None]
+            text_end = len_cond + text_lens[:, None]
+            order = torch.where(p < text_end, p, p - text_end + len_cond + lt).clamp(max=total - 1)
+            packed_h = self.tfmr(inputs_embeds=embeds.gather(1, order[..., None].expand_as(embeds)),
+                                 use_cache=False).last_hidden_state
+            text_at = (len_cond + torch.arange(lt, device=dev))[None].expand(len(order), -1)
+            speech_at = (text_end + torch.arange(ls, device=dev)[None]).clamp(max=total - 1)
+            pick = lambda at: packed_h.gather(1, at[..., None].expand(-1, -1, packed_h.shape[-1]))  # noqa: E731
+            hidden, text_h, speech_h = packed_h, pick(text_at), pick(speech_at)
+        else:
+            hidden = self.tfmr(inputs_embeds=embeds, use_cache=False).last_hidden_state  # (B, L, D)
+            text_h = hidden[:, len_cond:len_cond + lt]
+            speech_h = hidden[:, len_cond + lt:len_cond + lt + ls]
+        text_valid = torch.arange(lt, device=dev)[None] < text_lens[:, None]
+        speech_valid = torch.arange(ls, device=dev)[None] < speech_lens[:, None]
         text_h = text_h * text_valid[..., None]
         speech_h = speech_h * speech_valid[..., None]
         return T3Output(cond_emb, hidden, self.text_head(text_h), self.speech_head(speech_h))
 
     def loss(self, cond: T3Cond, text_tokens: Tensor, text_token_lens: Tensor,
              speech_tokens: Tensor, speech_token_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Next-token cross-entropy on text and speech, padding ignored. Returns (loss_text, loss_speech)."""
-        out = self.forward(cond, text_tokens, text_token_lens, speech_tokens, speech_token_lens)
+        """Next-token cross-entropy on text and speech, padding ignored, rows packed as decoding sees them.
+        Returns (loss_text, loss_speech)."""
+        out = self.forward(cond, text_tokens, text_token_lens, speech_tokens, speech_token_lens, packed=True)
         lt, ls = text_tokens.shape[1], speech_tokens.shape[1]
         dev = text_tokens.device
         text_target = text_tokens.masked_fill(torch.arange(lt, device=dev)[None] >= text_token_lens[:, None], IGNORE_ID)
