@@ -21,6 +21,7 @@ from .checkpoints import (ENGLISH_FILES, MULTILINGUAL_FILES, REPO_ID, Checkpoint
                           find_weights, load_module, save_module)
 from .audio import AudioError, load_audio
 from .conditionals import Conditionals
+from .streaming import StreamConfig, StreamChunk, StreamClock, make_streamer
 from .models.s3gen.hifigan import remap_weight_norm_keys
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond, T3Config
@@ -281,6 +282,63 @@ class _Chatterbox(ABC):
 
             wav = torch.from_numpy(apply_watermark(wav.numpy(), self.sr))
         return wav[None]
+
+
+    # ------------------------------------------------------------------ streaming
+    def setup_model(self, audio_prompt_path: str | Path | None = None, exaggeration: float = 0.5,
+                    fade_duration: int = StreamConfig.fade_duration) -> None:
+        """Do once, before requests, what every stream would otherwise redo: the voice's conditionals,
+        the vocoder's weight-normed weights, the fade windows (checked here) and one warm-up decode."""
+        if audio_prompt_path is not None:
+            self.prepare_conditionals(audio_prompt_path, exaggeration)
+        if self.conds is None:
+            raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
+        self.stream_defaults = StreamConfig(fade_duration=fade_duration)
+        streamer = make_streamer(self.s3gen, RefDict.from_dict(self.conds.gen), self.stream_defaults,
+                                 torch.Generator().manual_seed(0))
+        streamer.push([0] * 10)  # warm-up: first-call allocations happen here, not in the first request
+        streamer.finish()
+
+    def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
+                        exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
+                        context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
+                        seed: int | None = None, max_chars_per_call: int = 300,
+                        **sampling) -> Iterator[StreamChunk]:
+        """Yields StreamChunk(audio, metrics) as T3 produces speech tokens: `audio` float32 24 kHz numpy.
+
+        Concatenating every chunk's audio gives the whole utterance. Long text is split at sentence ends and
+        each sentence streamed in turn. `sampling` takes SamplingConfig fields (cfg_weight, temperature,
+        repetition_penalty, min_p, top_p, max_new_tokens). Not watermarked: Perth marks whole clips.
+        """
+        if audio_prompt_path is not None:
+            self.prepare_conditionals(audio_prompt_path, exaggeration)
+        if self.conds is None:
+            raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
+        defaults = getattr(self, "stream_defaults", StreamConfig())
+        cfg = StreamConfig(strategy=strategy, chunk_size=chunk_size, context_window=context_window, fade=fade,
+                           fade_duration=defaults.fade_duration if fade_duration is None else fade_duration)
+        ref = RefDict.from_dict(self.conds.gen)
+        clock = StreamClock()
+        stop, start = self.t3.cfg.stop_speech_token, self.t3.cfg.start_speech_token
+        for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call)):
+            piece_seed = None if seed is None else seed + i
+            generator = torch.Generator().manual_seed(piece_seed) if piece_seed is not None else None
+            streamer = make_streamer(self.s3gen, ref, cfg, generator)
+            pending: list[int] = []
+            for token in self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling):
+                if token == stop:
+                    break
+                if token < start:
+                    pending.append(token)
+                if len(pending) >= cfg.chunk_size:
+                    audio, pending = streamer.push(pending), []
+                    if len(audio):
+                        yield clock.chunk(audio, streamer.work[-1])
+                        clock.resume()  # the caller's time between chunks is not compute
+            audio = np.concatenate([streamer.push(pending), streamer.finish()])
+            if len(audio):
+                yield clock.chunk(audio, streamer.work[-1] if streamer.work else None)
+                clock.resume()
 
 
 class ChatterboxTTS(_Chatterbox):
