@@ -21,7 +21,7 @@ from .checkpoints import (ENGLISH_FILES, MULTILINGUAL_FILES, REPO_ID, Checkpoint
                           find_weights, load_module, save_module)
 from .audio import AudioError, load_audio
 from .conditionals import Conditionals
-from .streaming import StreamConfig, StreamChunk, StreamClock, make_streamer
+from .streaming import StreamChunk, StreamClock, StreamConfig, make_streamer, run_ahead
 from .models.s3gen.hifigan import remap_weight_norm_keys
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond, T3Config
@@ -302,13 +302,15 @@ class _Chatterbox(ABC):
     def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
                         exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
                         context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
-                        seed: int | None = None, max_chars_per_call: int = 300,
+                        seed: int | None = None, max_chars_per_call: int = 300, stop=None,
                         **sampling) -> Iterator[StreamChunk]:
         """Yields StreamChunk(audio, metrics) as T3 produces speech tokens: `audio` float32 24 kHz numpy.
 
         Concatenating every chunk's audio gives the whole utterance. Long text is split at sentence ends and
         each sentence streamed in turn. `sampling` takes SamplingConfig fields (cfg_weight, temperature,
-        repetition_penalty, min_p, top_p, max_new_tokens). Not watermarked: Perth marks whole clips.
+        repetition_penalty, min_p, top_p, max_new_tokens). T3 runs ahead in a thread while S3Gen makes the
+        previous chunk's audio; `stop` (a threading.Event) ends the stream early. Not watermarked: Perth marks
+        whole clips.
         """
         if audio_prompt_path is not None:
             self.prepare_conditionals(audio_prompt_path, exaggeration)
@@ -319,14 +321,17 @@ class _Chatterbox(ABC):
                            fade_duration=defaults.fade_duration if fade_duration is None else fade_duration)
         ref = RefDict.from_dict(self.conds.gen)
         clock = StreamClock()
-        stop, start = self.t3.cfg.stop_speech_token, self.t3.cfg.start_speech_token
+        stop_token, start = self.t3.cfg.stop_speech_token, self.t3.cfg.start_speech_token
         for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call)):
+            if stop is not None and stop.is_set():
+                return
             piece_seed = None if seed is None else seed + i
             generator = torch.Generator().manual_seed(piece_seed) if piece_seed is not None else None
             streamer = make_streamer(self.s3gen, ref, cfg, generator)
             pending: list[int] = []
-            for token in self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling):
-                if token == stop:
+            tokens = self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling)
+            for token in run_ahead(tokens, stop):
+                if token == stop_token:
                     break
                 if token < start:
                     pending.append(token)

@@ -24,7 +24,10 @@ Both emit exactly 960 samples per speech token in total, like the one-shot `S3Ge
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,9 +52,10 @@ class StreamConfig:
     strategy: str = "incremental"
     chunk_size: int = 25  # tokens per chunk: 1 s of audio
     context_window: int = 50  # window: tokens re-synthesised before the new ones
-    left_context: int = 25  # incremental: emitted tokens re-decoded before the new ones
+    left_context: int = 50  # incremental: emitted tokens re-decoded before the new ones
     hold_tokens: int = 2  # incremental: tokens held back beyond the encoder's 3 look-ahead tokens
-    vocoder_context: int = 8  # incremental: mel frames vocoded again as left context
+    vocoder_context: int = 16  # incremental: mel frames vocoded again as left context
+    hold_frames: int = 12  # incremental: mel frames at the right edge vocoded but emitted only next time
     fade: str = "hann"  # linear | hann | equal_power
     fade_duration: int = 960  # samples overlap-added at each join (40 ms)
 
@@ -62,9 +66,11 @@ class StreamConfig:
             raise ValueError(f"fade must be one of {', '.join(FADES)}, got {self.fade!r}")
         if self.chunk_size < 1 or self.context_window < 0 or self.left_context < 0 or self.hold_tokens < 0:
             raise ValueError("chunk_size must be >= 1 and the context sizes >= 0")
-        if not 0 <= self.fade_duration <= self.vocoder_context * FRAME_SAMPLES // 2:
-            raise ValueError(f"fade_duration must be in [0, {self.vocoder_context * FRAME_SAMPLES // 2}] samples "
-                             f"(half the vocoder context), got {self.fade_duration}")
+        if self.hold_frames < IncrementalStreamer.F0_EDGE or self.vocoder_context < 1:
+            raise ValueError(f"hold_frames must be >= {IncrementalStreamer.F0_EDGE} and vocoder_context >= 1")
+        if not 0 <= self.fade_duration <= min(self.vocoder_context, self.hold_frames) * FRAME_SAMPLES // 2:
+            raise ValueError(f"fade_duration must be in [0, {min(self.vocoder_context, self.hold_frames) * 240}] "
+                             f"samples (half the vocoder context and hold), got {self.fade_duration}")
         if self.strategy == "window" and self.fade_duration > self.context_window * TOKEN_SAMPLES:
             raise ValueError("window: fade_duration must not exceed the context window")
 
@@ -157,7 +163,7 @@ class _Streamer:
 
     def finish(self) -> np.ndarray:
         """The rest of the utterance, including the held-back tail."""
-        out = self._step(final=True) if len(self.tokens) > self.done else np.zeros(0, dtype=np.float32)
+        out = self._step(final=True)
         out, self.tail = np.concatenate([out, self.tail]), np.zeros(0, dtype=np.float32)
         return out
 
@@ -200,7 +206,15 @@ class IncrementalStreamer(_Streamer):
 
     flow_noise (1, 80, >= prompt frames + 2 * tokens), source_phase (1, 9, 1) and source_noise (1, 9, samples)
     fix the random draws (tests pass the one-shot decode's); missing ones come from `generator`.
+
+    Vocoder bookkeeping, in mel frames of the utterance: audio is emitted up to `emitted`; the source excitation
+    is final up to `committed` (its F0 had enough right context); mel is known up to `received`. Each call
+    vocodes frames [emitted - vocoder_context, received), so emitted audio always had at least
+    `vocoder_context` frames on its left and `hold_frames` on its right: measured on the full-size vocoder,
+    each edge disturbs about 11 frames and the F0 predictor's about 5.
     """
+
+    F0_EDGE = 6  # frames at a window's right edge whose F0 is not final
 
     def __init__(self, s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, generator: torch.Generator | None = None,
                  flow_noise: Tensor | None = None, source_phase: Tensor | None = None,
@@ -215,10 +229,11 @@ class IncrementalStreamer(_Streamer):
             source_phase, _ = draw_source_randomness(1, 0, vcfg, generator)
         self.source_phase = source_phase.double()
         self.source_noise = source_noise
-        self.cycles = torch.zeros(1, vcfg.num_harmonics, 1, dtype=torch.float64)  # source phase so far, in cycles
-        self.samples = 0  # excitation samples generated so far
-        self.mel_context = None  # (1, 80, <= vocoder_context) last emitted mel frames
-        self.exc_context = None  # (1, 1, frames * 480) their excitation
+        self.cycles = torch.zeros(1, vcfg.num_harmonics, 1, dtype=torch.float64)  # committed phase, in cycles
+        self.first = 0  # utterance frame index of mel[:, :, 0] and excitation[..., 0]
+        self.mel = torch.zeros(1, 80, 0)  # frames [first, received)
+        self.excitation = torch.zeros(1, 1, 0)  # committed source for frames [first, committed)
+        self.emitted = self.committed = self.received = 0
 
     def _flow(self, start: int, n: int) -> Tensor:
         """Mel of tokens[start:n] decoded after the voice prompt, with the utterance's noise for those frames."""
@@ -229,58 +244,74 @@ class IncrementalStreamer(_Streamer):
             raise ValueError("the utterance is longer than the flow noise drawn for it (max_tokens)")
         return self.s3gen.flow_inference(torch.tensor(self.tokens[start:n]), self.ref, noise=noise)
 
-    def _excitation(self, f0: Tensor) -> Tensor:
-        """Harmonic source for new frames (1, T) of F0, continuing the phase of the previous ones."""
+    def _source(self, f0: Tensor, commit: bool) -> Tensor:
+        """Excitation (1, 1, N) for frames of F0 (1, T) following the committed ones; `commit` advances the
+        phase and the noise position past them."""
         vocoder = self.s3gen.mel2wav
         vcfg = vocoder.cfg
         f0_samples = f0.repeat_interleave(vcfg.samples_per_frame, dim=-1)  # (1, N)
         n = f0_samples.shape[1]
+        offset = self.committed * vcfg.samples_per_frame
         if self.source_noise is not None:
-            noise = self.source_noise[:, :, self.samples:self.samples + n]
+            noise = self.source_noise[:, :, offset:offset + n]
             if noise.shape[2] < n:
                 raise ValueError("source_noise is shorter than the audio being made")
-        else:
+        elif commit:
             _, noise = draw_source_randomness(1, n, vcfg, self.generator)
+        else:  # provisional frames: their audio is never emitted, so any noise will do
+            noise = torch.zeros(1, vcfg.num_harmonics, n)
         phase = (self.source_phase + 2 * math.pi * self.cycles).to(f0.dtype)
         harmonics, _ = harmonic_excitation(f0_samples, phase.to(f0.device), noise.to(f0), vcfg)
-        k = torch.arange(1, vcfg.num_harmonics + 1, dtype=torch.float64, device=f0.device)[None, :, None]
-        step = (f0_samples[:, None, :].double() * k / vcfg.sample_rate).sum(-1, keepdim=True)
-        self.cycles = (self.cycles + step.cpu()) % 1.0
-        self.samples += n
+        if commit:
+            k = torch.arange(1, vcfg.num_harmonics + 1, dtype=torch.float64, device=f0.device)[None, :, None]
+            step = (f0_samples[:, None, :].double() * k / vcfg.sample_rate).sum(-1, keepdim=True)
+            self.cycles = (self.cycles + step.cpu()) % 1.0
         return vocoder.m_source(harmonics)
+
+    def _vocode(self, new_mel: Tensor, final: bool) -> np.ndarray:
+        vocoder, cfg = self.s3gen.mel2wav, self.cfg
+        self.mel = torch.cat([self.mel, new_mel.cpu()], dim=2)
+        self.received += new_mel.shape[2]
+        commit_to = self.received if final else max(self.committed, self.received - self.F0_EDGE)
+        emit_to = self.received if final else max(self.emitted, min(commit_to, self.received - cfg.hold_frames))
+        if emit_to == self.emitted and not final:
+            return np.zeros(0, dtype=np.float32)
+        with torch.nn.utils.parametrize.cached():
+            f0 = vocoder.predict_f0(self.mel)  # (1, received - first)
+            a = self.first
+            committed = self._source(f0[:, self.committed - a:commit_to - a], commit=True)
+            self.excitation = torch.cat([self.excitation, committed], dim=2)
+            self.committed = commit_to
+            provisional = self._source(f0[:, commit_to - a:], commit=False)
+            wav = vocoder.decode(self.mel, torch.cat([self.excitation, provisional], dim=2))[0]
+        if self.emitted == 0:  # the utterance's start: as the one-shot path, silence the first frame, fade in
+            m = min(2 * FADE_SAMPLES, wav.shape[0])
+            wav = wav.clone()
+            wav[:m] *= trim_fade(wav.device)[:m]
+        wav = wav[:(emit_to - a) * FRAME_SAMPLES + (0 if final else len(self.fade_in))]
+        out = self._join(wav.float().numpy(), (self.emitted - a) * FRAME_SAMPLES, final)
+        self.emitted = emit_to
+        keep_from = max(0, self.emitted - cfg.vocoder_context)
+        self.mel = self.mel[:, :, keep_from - a:]
+        self.excitation = self.excitation[:, :, (keep_from - a) * FRAME_SAMPLES:]
+        self.first = keep_from
+        return out
 
     @torch.inference_mode()
     def _step(self, final: bool) -> np.ndarray:
         cfg = self.cfg
         n, e = len(self.tokens), self.done
         upto = n if final else n - LOOKAHEAD_TOKENS - cfg.hold_tokens
-        if upto <= e or (not final and upto - e < min(cfg.chunk_size, 1)):
-            return np.zeros(0, dtype=np.float32)
+        if upto <= e:
+            return self._vocode(torch.zeros(1, 80, 0), final) if final else np.zeros(0, dtype=np.float32)
         start = max(0, e - cfg.left_context)
         mel = self._flow(start, n)  # (1, 80, 2 * (n - start))
         new_mel = mel[:, :, TOKEN_MEL_RATIO * (e - start):TOKEN_MEL_RATIO * (upto - start)]
-
-        vocoder = self.s3gen.mel2wav
-        context = 0 if self.mel_context is None else self.mel_context.shape[2]
-        mel_in = new_mel if context == 0 else torch.cat([self.mel_context, new_mel], dim=2)
-        with torch.nn.utils.parametrize.cached():
-            f0 = vocoder.predict_f0(mel_in)
-            excitation = self._excitation(f0[:, context:])
-            if context:
-                excitation = torch.cat([self.exc_context, excitation], dim=2)
-            wav = vocoder.decode(mel_in, excitation)[0]
-        if context == 0:  # the utterance's start: as the one-shot path, silence the first frame and fade in
-            m = min(2 * FADE_SAMPLES, wav.shape[0])
-            wav = wav.clone()
-            wav[:m] *= trim_fade(wav.device)[:m]
-        keep = min(cfg.vocoder_context, mel_in.shape[2])
-        self.mel_context = mel_in[:, :, mel_in.shape[2] - keep:]
-        self.exc_context = excitation[:, :, excitation.shape[2] - keep * FRAME_SAMPLES:]
-
-        out = self._join(wav.float().cpu().numpy(), context * FRAME_SAMPLES - len(self.tail), final)
-        self.work.append(ChunkWork(n - start, self.prompt_frames + TOKEN_MEL_RATIO * (n - start),
-                                   mel_in.shape[2], len(out)))
         self.done = upto
+        vocoder_frames = self.received + new_mel.shape[2] - self.first
+        out = self._vocode(new_mel, final)
+        self.work.append(ChunkWork(n - start, self.prompt_frames + TOKEN_MEL_RATIO * (n - start),
+                                   vocoder_frames, len(out)))
         return out
 
 
@@ -291,3 +322,40 @@ def make_streamer(s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, generator: torc
             raise ValueError("the window strategy draws fresh randomness on every call; it takes no fixed draws")
         return WindowStreamer(s3gen, ref, cfg, generator)
     return IncrementalStreamer(s3gen, ref, cfg, generator, **draws)
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def run_ahead(items: Iterable, stop: threading.Event | None = None) -> Iterator:
+    """Iterate `items` in a background thread, so the producer (T3 making tokens) keeps going while the consumer
+    (S3Gen making audio) works. Leaving the loop early, or setting `stop`, ends the producer after its current
+    item; its exceptions are re-raised here."""
+    out: queue.Queue = queue.Queue()
+    halt, end = threading.Event(), object()
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                out.put(item)
+                if halt.is_set() or (stop is not None and stop.is_set()):
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            out.put(_Failed(e))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            out.put(end)
+
+    threading.Thread(target=produce, name="run-ahead", daemon=True).start()
+    try:
+        while (item := out.get()) is not end:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        halt.set()
