@@ -226,7 +226,7 @@ def create_app(worker: Worker, cfg: ServerConfig):
         return {"voice": name}
 
     @app.post("/v1/audio/speech")
-    async def speech(req: SpeechRequest):
+    async def speech(req: SpeechRequest, request: Request):
         job = new_job(check_text(req.input), req.voice, req.model_dump(include=set(OPTION_KEYS)))
 
         async def body():
@@ -235,6 +235,8 @@ def create_app(worker: Worker, cfg: ServerConfig):
             # An exception here aborts the connection without the final empty chunk: the client sees a cut
             # stream rather than audio that looks complete (the status line is already sent).
             async for chunk in chunks_of(job):
+                if await request.is_disconnected():  # writes to a closed socket do not fail: ask
+                    return
                 yield pcm16(chunk.audio)
 
         media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
