@@ -38,35 +38,14 @@ if __package__ in (None, ""):  # run as `python bench/streaming.py`: make the pr
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.hardware import hardware, on_gpu  # noqa: E402
+
 SAMPLE_RATE = 24000
 TOKENS_PER_SECOND = 25
 VOCAB = 6561
 REFERENCE_SECONDS = 10.0
 TARGET_CHUNK = 25
 TARGET_RATIO = 3.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
-def on_gpu(device: str) -> bool:
-    return device.startswith("cuda")
-
-
-def hardware(device: str) -> str:
-    if on_gpu(device):
-        props = torch.cuda.get_device_properties(device)
-        return f"{props.name}, {props.total_memory / 1e9:.1f} GB total; torch {torch.__version__}"
-    return (f"{cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads; "
-            f"torch {torch.__version__}")
 
 
 def load_average() -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -34,31 +33,11 @@ if __package__ in (None, ""):  # run as `python bench/training.py`: make the pro
 
 import torch  # noqa: E402
 
+from bench.hardware import hardware, on_gpu  # noqa: E402
+
 RESULT_TAG = "RESULT "
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GB = 1e9
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
-def on_gpu(device: str) -> bool:
-    return device.startswith("cuda")
-
-
-def hardware(device: str) -> str:
-    if on_gpu(device):
-        props = torch.cuda.get_device_properties(device)
-        return f"{props.name}, {props.total_memory / GB:.1f} GB total"
-    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
 
 
 def rss_now() -> int:
@@ -238,7 +217,7 @@ def main(argv=None) -> None:
     b = args.batch_size
     tokens = b * (lt + ls)
     positions = b * (cfg.cond_len + lt + ls)
-    print(f"hardware: {hardware(args.device)}; torch {torch.__version__}")
+    print(f"hardware: {hardware(args.device)}")
     print(f"batch {b} x {args.seconds:g} s: {ls} speech + {lt} text tokens per row (start/stop included), "
           f"prompt {cfg.speech_cond_prompt_len}; sequence {cfg.cond_len + lt + ls} positions; autocast {args.dtype}; "
           f"LoRA rank {args.rank}, alpha {2 * args.rank}; AdamW lr 1e-4; 1 warm-up + {args.steps} timed steps")
