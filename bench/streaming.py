@@ -3,7 +3,8 @@
     python bench/streaming.py                                   # GPU when available, 20 s of tokens
     python bench/streaming.py --device cpu --threads 2          # CPU (the window strategy is the slow part)
 Options: --device cpu|cuda, --threads T, --seconds 20, --chunks 10,25,50, --context-window 300, --model DIR,
---results bench/RESULTS.md (`python -m bench.streaming ...` works too).
+--prompt-tokens all,75 (voice-prompt tokens decoded with each chunk, StreamConfig.prompt_tokens; both strategies
+run at each), --results bench/RESULTS.md (`python -m bench.streaming ...` works too).
 
 S3Gen at full size with synthetic weights (same shapes, same work as real ones) and a 10 s synthetic reference
 voice, or the real S3Gen and its stored voice (conds.pt) with `--model DIR`. A fixed, seeded list of random
@@ -17,7 +18,9 @@ Per configuration, timed with time.perf_counter around each `push` / `finish` ca
   - mean / max per call: each push and the final finish is one call (what a caller waits for per chunk);
   - total: all calls; RTF = total / audio seconds (below 1 is faster than real time);
   - flow frames of the first and last middle chunk (`streamer.work[1]` and `[-2]`, prompt included): whether
-    a chunk's cost stays flat as the utterance grows.
+    a chunk's cost stays flat as the utterance grows, and their sum over the stream (work that does not
+    depend on machine load; the voice prompt's frames are integrated again in every call);
+  - the 1-minute load average when each configuration started (the machine may be shared).
 The one-shot `s3gen.inference(tokens, ref)` of the whole list is timed for reference.
 
 Target: for a 20 s utterance at chunk 25, incremental total compute at least 3x lower than window with context
@@ -38,7 +41,7 @@ if __package__ in (None, ""):  # run as `python bench/streaming.py`: make the pr
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.hardware import hardware, on_gpu  # noqa: E402
+from inference.hardware import hardware, on_gpu  # noqa: E402
 
 SAMPLE_RATE = 24000
 TOKENS_PER_SECOND = 25
@@ -88,12 +91,17 @@ def timed(device: str, fn, *a):
     return out, time.perf_counter() - t0
 
 
-def run_stream(s3gen, ref, tokens: list[int], strategy: str, chunk: int, args) -> dict:
+def label(strategy: str, prompt: int | None) -> str:
+    return strategy if prompt is None else f"{strategy} p{prompt}"
+
+
+def run_stream(s3gen, ref, tokens: list[int], strategy: str, chunk: int, prompt: int | None, args) -> dict:
     from inference.streaming import StreamConfig, make_streamer
 
     kwargs = {"context_window": args.context_window} if strategy == "window" else {}
-    cfg = StreamConfig(strategy=strategy, chunk_size=chunk, **kwargs)
+    cfg = StreamConfig(strategy=strategy, chunk_size=chunk, prompt_tokens=prompt, **kwargs)
     streamer = make_streamer(s3gen, ref, cfg, torch.Generator().manual_seed(0))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     times, samples, first = [], 0, None
     calls = [(streamer.push, tokens[i:i + chunk]) for i in range(0, len(tokens), chunk)]
     calls.append((streamer.finish,))
@@ -104,11 +112,13 @@ def run_stream(s3gen, ref, tokens: list[int], strategy: str, chunk: int, args) -
         if first is None and len(audio):
             first = sum(times)
     work = streamer.work
+    flow_total = sum(w.flow_frames for w in work)
     middle = (work[1].flow_frames, work[-2].flow_frames) if len(work) >= 3 else (None, None)
     audio_s = samples / SAMPLE_RATE
-    return {"strategy": strategy, "chunk": chunk, "calls": len(times), "first": first, "mean": float(np.mean(times)),
+    return {"strategy": label(strategy, prompt), "chunk": chunk, "calls": len(times), "first": first, "mean": float(np.mean(times)),
             "max": max(times), "total": sum(times), "audio": audio_s, "rtf": sum(times) / audio_s if audio_s else
-            float("inf"), "samples": samples, "flow_first": middle[0], "flow_last": middle[1]}
+            float("inf"), "samples": samples, "flow_first": middle[0], "flow_last": middle[1], "flow_total": flow_total,
+            "load": load}
 
 
 def fmt(x, spec: str = ".3f") -> str:
@@ -117,15 +127,17 @@ def fmt(x, spec: str = ".3f") -> str:
 
 def table(rows: list[dict], markdown: bool) -> list[str]:
     head = ["chunk", "strategy", "calls", "first audio s", "mean/call s", "max/call s", "total s", "RTF",
-            "flow frames 1st/last mid"]
+            "flow frames 1st/last mid", "flow frames total", "load"]
     cells = []
     for r in rows:
         if "error" in r:
-            cells.append([str(r["chunk"]), r["strategy"], "-", "-", "-", "-", "-", "-", "failed: " + r["error"]])
+            cells.append([str(r["chunk"]), r["strategy"], "-", "-", "-", "-", "-", "-", "failed: " + r["error"], "-",
+                          "-"])
             continue
         cells.append([str(r["chunk"]), r["strategy"], str(r["calls"]), fmt(r["first"]), fmt(r["mean"]),
                       fmt(r["max"]), fmt(r["total"], ".2f"), fmt(r["rtf"]),
-                      f"{fmt(r['flow_first'], 'd')}/{fmt(r['flow_last'], 'd')}"])
+                      f"{fmt(r['flow_first'], 'd')}/{fmt(r['flow_last'], 'd')}", str(r["flow_total"]),
+                      fmt(r["load"], ".2f")])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         return lines + ["| " + " | ".join(c) + " |" for c in cells]
@@ -134,33 +146,39 @@ def table(rows: list[dict], markdown: bool) -> list[str]:
     return [line(head)] + [line(c) for c in cells]
 
 
-def summary(rows: list[dict], chunks: list[int], args) -> list[str]:
-    """Ratios window / incremental per chunk size and the target verdict."""
+def summary(rows: list[dict], chunks: list[int], prompts: list[int | None], args) -> list[str]:
+    """Ratios window / incremental per chunk size and prompt setting, and the target verdicts."""
     by = {(r["strategy"], r["chunk"]): r for r in rows if "error" not in r}
     out = []
     for c in chunks:
-        inc, win = by.get(("incremental", c)), by.get(("window", c))
-        if inc is None or win is None:
-            out.append(f"chunk {c}: ratio not available (a configuration failed)")
-            continue
-        out.append(f"chunk {c}: window / incremental total compute x{win['total'] / inc['total']:.2f}, "
-                   f"time to first audio x{win['first'] / inc['first']:.2f}")
-    inc, win = by.get(("incremental", TARGET_CHUNK)), by.get(("window", TARGET_CHUNK))
-    target = (f"target (20 s utterance, chunk {TARGET_CHUNK}, window context 300): incremental total compute >= "
-              f"{TARGET_RATIO:g}x lower than window and time to first audio not higher")
-    if inc is None or win is None:
-        out.append(f"{target}: NOT evaluated (chunk {TARGET_CHUNK} not run or failed)")
-        return out
-    ratio = win["total"] / inc["total"]
-    met = ratio >= TARGET_RATIO and inc["first"] <= win["first"]
+        for p in prompts:
+            inc, win = by.get((label("incremental", p), c)), by.get((label("window", p), c))
+            name = f"chunk {c}" + ("" if p is None else f", prompt {p} tokens")
+            if inc is None or win is None:
+                out.append(f"{name}: ratio not available (a configuration failed)")
+                continue
+            out.append(f"{name}: window / incremental total compute x{win['total'] / inc['total']:.2f}, "
+                       f"time to first audio x{win['first'] / inc['first']:.2f}; flow frames integrated "
+                       f"x{win['flow_total'] / inc['flow_total']:.2f} (load-independent work)")
     caveats = []
     if args.seconds != 20:
         caveats.append(f"measured on {args.seconds:g} s, not 20 s")
     if args.context_window != 300:
         caveats.append(f"window context {args.context_window}, not 300")
     note = f" ({'; '.join(caveats)})" if caveats else ""
-    out.append(f"{target}: {'MET' if met else 'NOT met'}{note} -- total x{ratio:.2f}, first audio "
-               f"{inc['first']:.3f} s incremental vs {win['first']:.3f} s window")
+    target = (f"target (20 s utterance, chunk {TARGET_CHUNK}, window context 300): incremental total compute >= "
+              f"{TARGET_RATIO:g}x lower than window and time to first audio not higher")
+    for p in prompts:
+        for wp in dict.fromkeys([p, None]):
+            inc, win = by.get((label("incremental", p), TARGET_CHUNK)), by.get((label("window", wp), TARGET_CHUNK))
+            pair = f"{label('incremental', p)} vs {label('window', wp)}"
+            if inc is None or win is None:
+                out.append(f"{target}, {pair}: NOT evaluated (chunk {TARGET_CHUNK} not run or failed)")
+                continue
+            ratio = win["total"] / inc["total"]
+            met = ratio >= TARGET_RATIO and inc["first"] <= win["first"]
+            out.append(f"{target}, {pair}: {'MET' if met else 'NOT met'}{note} -- total x{ratio:.2f}, first audio "
+                       f"{inc['first']:.3f} s vs {win['first']:.3f} s")
     return out
 
 
@@ -191,10 +209,13 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=20.0, help="utterance length: 25 speech tokens per second")
     p.add_argument("--chunks", default="10,25,50", help="comma-separated chunk sizes in speech tokens")
     p.add_argument("--context-window", type=int, default=300, help="window strategy: tokens re-synthesised")
+    p.add_argument("--prompt-tokens", default="all",
+                   help="comma-separated voice-prompt lengths in tokens, 'all' for the whole reference")
     p.add_argument("--model", default=None, help="a Chatterbox folder: real S3Gen weights and stored voice")
     p.add_argument("--results", default="bench/RESULTS.md", help="markdown file to append to ('' for none)")
     args = p.parse_args(argv)
     args.chunk_sizes = [int(c) for c in args.chunks.split(",") if c.strip()]
+    args.prompts = [None if x.strip() == "all" else int(x) for x in args.prompt_tokens.split(",") if x.strip()]
     return args
 
 
@@ -235,16 +256,16 @@ def main(argv=None) -> None:
 
     rows = []
     for c in args.chunk_sizes:
-        for strategy in ("incremental", "window"):
+        for prompt, strategy in ((p, s) for p in args.prompts for s in ("incremental", "window")):
             try:
-                r = run_stream(s3gen, ref, tokens, strategy, c, args)
+                r = run_stream(s3gen, ref, tokens, strategy, c, prompt, args)
             except Exception as e:  # report and go on: one broken configuration should not hide the others
-                r = {"strategy": strategy, "chunk": c, "error": f"{type(e).__name__}: {e}".splitlines()[0][:120]}
-                print(f"  chunk {c} {strategy}: FAILED {r['error']}", flush=True)
+                r = {"strategy": label(strategy, prompt), "chunk": c, "error": f"{type(e).__name__}: {e}".splitlines()[0][:120]}
+                print(f"  chunk {c} {r['strategy']}: FAILED {r['error']}", flush=True)
             else:
                 expected = n_tokens * 960
                 check = "" if r["samples"] == expected else f" (expected {expected} samples, got {r['samples']})"
-                print(f"  chunk {c} {strategy}: total {r['total']:.2f}s, first audio {fmt(r['first'])}s{check}",
+                print(f"  chunk {c} {r['strategy']}: total {r['total']:.2f}s, first audio {fmt(r['first'])}s{check}",
                       flush=True)
             rows.append(r)
 
@@ -253,8 +274,9 @@ def main(argv=None) -> None:
     for line in table(rows, markdown=False):
         print(line)
     print("first audio: S3Gen compute from the first push to the first non-empty chunk (T3 excluded); "
-          "a call is one push or the final finish")
-    summary_lines = summary(rows, args.chunk_sizes, args)
+          "a call is one push or the final finish; flow frames include the voice prompt's in every call; "
+          "load: 1-min load average when the configuration started; pN: the last N voice-prompt tokens only")
+    summary_lines = summary(rows, args.chunk_sizes, args.prompts, args)
     for line in summary_lines:
         print(line)
     print(f"load average at end (1/5/15 min): {load_after} (shared machine: other processes may have competed)")

@@ -10,12 +10,11 @@ import time
 
 import torch
 
+from inference.hardware import hardware
 from inference.models.s3gen.s3gen import S3GEN_SR, S3Gen
 from inference.models.t3 import T3, SamplingConfig, T3Cond, T3Config
 from inference.presets import synthetic_reference
 from inference.synthetic import fill_synthetic
-
-from .t3_speed import hardware
 
 
 def main() -> None:

@@ -7,19 +7,13 @@ Prints absolute times and tokens/s with the hardware named. Synthetic weights de
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 
+from inference.hardware import hardware
 from inference.models.t3 import T3, SamplingConfig, T3Cond, T3Config
 from inference.synthetic import fill_synthetic
-
-
-def hardware(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python bench/training.py`: make the pro
 
 import torch  # noqa: E402
 
-from bench.hardware import hardware, on_gpu  # noqa: E402
+from inference.hardware import hardware, on_gpu  # noqa: E402
 
 RESULT_TAG = "RESULT "
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -302,15 +302,17 @@ class _Chatterbox(ABC):
     def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
                         exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
                         context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
-                        seed: int | None = None, max_chars_per_call: int = 300, stop=None,
+                        prompt_tokens: int | None = None, seed: int | None = None, max_chars_per_call: int = 300, stop=None,
                         **sampling) -> Iterator[StreamChunk]:
         """Yields StreamChunk(audio, metrics) as T3 produces speech tokens: `audio` float32 24 kHz numpy.
 
-        Concatenating every chunk's audio gives the whole utterance. Long text is split at sentence ends and
-        each sentence streamed in turn. `sampling` takes SamplingConfig fields (cfg_weight, temperature,
-        repetition_penalty, min_p, top_p, max_new_tokens). T3 runs ahead in a thread while S3Gen makes the
-        previous chunk's audio; `stop` (a threading.Event) ends the stream early. Not watermarked: Perth marks
-        whole clips.
+        Concatenating every chunk's audio gives the whole utterance. Text longer than `max_chars_per_call` is
+        split at sentence ends and the pieces streamed in turn. `sampling` takes SamplingConfig fields (cfg_weight,
+        temperature, repetition_penalty, min_p, top_p, max_new_tokens). T3 runs ahead in a thread while S3Gen
+        makes the previous chunk's audio, across pieces too: the next piece's tokens are being made while the
+        current one is still being decoded and played. `prompt_tokens` bounds the voice prompt decoded with
+        each chunk (see StreamConfig). `stop` (a threading.Event) ends the stream early. Not
+        watermarked: Perth marks whole clips.
         """
         if audio_prompt_path is not None:
             self.prepare_conditionals(audio_prompt_path, exaggeration)
@@ -318,32 +320,44 @@ class _Chatterbox(ABC):
             raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
         defaults = getattr(self, "stream_defaults", StreamConfig())
         cfg = StreamConfig(strategy=strategy, chunk_size=chunk_size, context_window=context_window, fade=fade,
-                           fade_duration=defaults.fade_duration if fade_duration is None else fade_duration)
+                           fade_duration=defaults.fade_duration if fade_duration is None else fade_duration,
+                           prompt_tokens=prompt_tokens)
         ref = RefDict.from_dict(self.conds.gen)
         clock = StreamClock()
-        stop_token, start = self.t3.cfg.stop_speech_token, self.t3.cfg.start_speech_token
-        for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call)):
+        pieces = split_for_synthesis(text, max_chars_per_call)
+        seeds = [None if seed is None else seed + i for i in range(len(pieces))]
+
+        def all_tokens() -> Iterator[int | None]:
+            """Every piece's speech tokens, None after each: one producer, so T3 starts piece n+1 while
+            S3Gen is still turning piece n into audio."""
+            for piece, piece_seed in zip(pieces, seeds):
+                for token in self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling):
+                    if token == self.t3.cfg.stop_speech_token:
+                        break
+                    if token < self.t3.cfg.start_speech_token:
+                        yield token
+                yield None
+
+        def new_streamer(index: int):
+            generator = torch.Generator().manual_seed(seeds[index]) if seeds[index] is not None else None
+            return make_streamer(self.s3gen, ref, cfg, generator)
+
+        index, streamer, pending = 0, new_streamer(0), []
+        for token in run_ahead(all_tokens(), stop):
             if stop is not None and stop.is_set():
-                return
-            piece_seed = None if seed is None else seed + i
-            generator = torch.Generator().manual_seed(piece_seed) if piece_seed is not None else None
-            streamer = make_streamer(self.s3gen, ref, cfg, generator)
-            pending: list[int] = []
-            tokens = self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling)
-            for token in run_ahead(tokens, stop):
-                if token == stop_token:
-                    break
-                if token < start:
-                    pending.append(token)
-                if len(pending) >= cfg.chunk_size:
-                    audio, pending = streamer.push(pending), []
-                    if len(audio):
-                        yield clock.chunk(audio, streamer.work[-1])
-                        clock.resume()  # the caller's time between chunks is not compute
-            audio = np.concatenate([streamer.push(pending), streamer.finish()])
+                return  # tokens T3 made ahead are dropped unheard
+            if token is not None:
+                pending.append(token)
+                if len(pending) < cfg.chunk_size:
+                    continue
+                audio, pending = streamer.push(pending), []
+            else:
+                audio, pending = np.concatenate([streamer.push(pending), streamer.finish()]), []
             if len(audio):
                 yield clock.chunk(audio, streamer.work[-1] if streamer.work else None)
-                clock.resume()
+                clock.resume()  # the caller's time between chunks is not compute
+            if token is None and (index := index + 1) < len(pieces):
+                streamer = new_streamer(index)
 
 
 class ChatterboxTTS(_Chatterbox):

@@ -57,6 +57,7 @@ class ServerConfig:
     max_new_tokens: int = 1000  # per sentence
     chunk_size: int = 25
     strategy: str = "incremental"
+    prompt_tokens: int = 0  # voice-prompt tokens decoded with every chunk (0: all); fewer is faster per chunk
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -135,7 +136,8 @@ class Worker:
     def _synthesise(self, job: Job) -> None:
         self.model.conds = self.voices[job.voice]
         options = {"chunk_size": self.cfg.chunk_size, "strategy": self.cfg.strategy,
-                   "max_new_tokens": self.cfg.max_new_tokens, **job.options}
+                   "max_new_tokens": self.cfg.max_new_tokens,
+                   "prompt_tokens": self.cfg.prompt_tokens or None, **job.options}
         stream = self.model.generate_stream(job.text, stop=job.cancelled, **options)
         try:
             for chunk in stream:
@@ -233,9 +235,11 @@ def create_app(worker: Worker, cfg: ServerConfig):
             if req.response_format == "wav":
                 yield streaming_wav_header()
             # An exception here aborts the connection without the final empty chunk: the client sees a cut
-            # stream rather than audio that looks complete (the status line is already sent).
+            # stream rather than audio that looks complete (the status line is already sent). A client that
+            # leaves makes Starlette cancel this generator (chunks_of then cancels the job); under ASGI 2.4
+            # servers, which do not listen for it, the check below catches it between chunks.
             async for chunk in chunks_of(job):
-                if await request.is_disconnected():  # writes to a closed socket do not fail: ask
+                if await request.is_disconnected():
                     return
                 yield pcm16(chunk.audio)
 

@@ -58,6 +58,9 @@ class StreamConfig:
     hold_frames: int = 12  # incremental: mel frames at the right edge vocoded but emitted only next time
     fade: str = "hann"  # linear | hann | equal_power
     fade_duration: int = 960  # samples overlap-added at each join (40 ms)
+    # voice-prompt tokens the flow sees in every call, the last ones of the reference (None: all, as one-shot
+    # does). The prompt is decoded again in each call, so with a 10 s reference it is most of a chunk's cost.
+    prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -71,6 +74,8 @@ class StreamConfig:
         if not 0 <= self.fade_duration <= min(self.vocoder_context, self.hold_frames) * FRAME_SAMPLES // 2:
             raise ValueError(f"fade_duration must be in [0, {min(self.vocoder_context, self.hold_frames) * 240}] "
                              f"samples (half the vocoder context and hold), got {self.fade_duration}")
+        if self.prompt_tokens is not None and self.prompt_tokens < 1:
+            raise ValueError(f"prompt_tokens must be >= 1 or None (the whole reference), got {self.prompt_tokens}")
         if self.strategy == "window" and self.fade_duration > self.context_window * TOKEN_SAMPLES:
             raise ValueError("window: fade_duration must not exceed the context window")
 
@@ -146,8 +151,22 @@ class StreamClock:
         return StreamChunk(audio.astype(np.float32, copy=False), metrics)
 
 
+def last_prompt_tokens(ref: RefDict, n: int | None) -> RefDict:
+    """The voice with only its last `n` prompt tokens and their 2n mel frames (speaker embedding unchanged)."""
+    tokens = ref.prompt_token.shape[1]
+    if n is None or n >= tokens:
+        return ref
+    if ref.prompt_feat.shape[1] != TOKEN_MEL_RATIO * tokens:
+        raise ValueError(f"the voice has {ref.prompt_feat.shape[1]} prompt frames for {tokens} prompt tokens; "
+                         f"trimming needs exactly {TOKEN_MEL_RATIO} per token")
+    feat = ref.prompt_feat[:, -TOKEN_MEL_RATIO * n:]
+    return RefDict(ref.prompt_token[:, -n:], torch.full_like(ref.prompt_token_len, n), feat, ref.embedding,
+                   None if ref.prompt_feat_len is None else torch.full_like(ref.prompt_feat_len, feat.shape[1]))
+
+
 class _Streamer:
     def __init__(self, s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, generator: torch.Generator | None):
+        ref = last_prompt_tokens(ref, cfg.prompt_tokens)
         self.s3gen, self.ref, self.cfg, self.generator = s3gen, ref, cfg, generator
         self.tokens: list[int] = []
         self.done = 0  # tokens whose audio has been emitted (up to the held tail)

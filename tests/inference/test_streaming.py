@@ -6,6 +6,8 @@ Measured with these weights (80 tokens, chunk 25, defaults), in comments beside 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from inference.models.s3gen.hifigan import draw_source_randomness
 from inference.models.s3gen.s3gen import RefDict, trim_fade
 from inference.stream_quality import join_jumps, joins_of, log_mel_l1, snr_db
 from inference.streaming import (TOKEN_SAMPLES, IncrementalStreamer, StreamConfig, WindowStreamer, fade_curves,
-                                 make_streamer)
+                                 last_prompt_tokens, make_streamer)
 
 N_TOKENS = 80
 
@@ -143,3 +145,34 @@ def test_generate_stream_yields_the_utterance_with_metrics(english):
     tokens = sum(len(english.generate_speech_tokens(p, seed=3 + i, max_new_tokens=40))
                  for i, p in enumerate(["Hello there.", "This is a streaming test."]))
     assert len(audio) == tokens * TOKEN_SAMPLES
+
+
+def test_generate_stream_stops_when_asked(english):
+    """The server's cancel path: once `stop` is set no further audio comes, even with T3 tokens made ahead."""
+    stop = threading.Event()
+    stream = english.generate_stream("Hello there. This is a streaming test.", chunk_size=10, seed=3,
+                                     max_new_tokens=40, max_chars_per_call=30, stop=stop)
+    first = next(stream)
+    assert len(first.audio) > 0
+    stop.set()
+    assert list(stream) == []
+
+
+def test_prompt_tokens_keeps_the_voice_prompts_tail_and_shrinks_every_chunk(english):
+    ref = RefDict.from_dict(english.conds.gen)
+    n = ref.prompt_token.shape[1]
+    short = last_prompt_tokens(ref, 20)
+    assert short.prompt_token.shape == (1, 20) and short.prompt_feat.shape[1] == 40
+    assert torch.equal(short.prompt_token, ref.prompt_token[:, -20:])
+    assert torch.equal(short.prompt_feat, ref.prompt_feat[:, -40:]) and torch.equal(short.embedding, ref.embedding)
+    assert int(short.prompt_token_len) == 20 and last_prompt_tokens(ref, n + 5) is ref
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        StreamConfig(prompt_tokens=0)
+    tokens = torch.randint(0, 6561, (60,), generator=torch.Generator().manual_seed(3))
+    work = {}
+    for prompt in (None, 20):
+        streamer = IncrementalStreamer(english.s3gen, ref, StreamConfig(chunk_size=20, prompt_tokens=prompt))
+        streamer._flow = lambda start, n: torch.zeros(1, 80, 2 * (n - start))  # count work, skip the ODE
+        stream(streamer, tokens, 20)
+        work[prompt] = [w.flow_frames for w in streamer.work]
+    assert [a - b for a, b in zip(work[None], work[20])] == [2 * (n - 20)] * len(work[20])

@@ -1,4 +1,4 @@
-"""The hardware line every benchmark prints beside its numbers."""
+"""The hardware line that benchmarks and evaluation reports print beside their numbers."""
 from __future__ import annotations
 
 import os
