@@ -1,1 +1,1 @@
-"""Base-vs-tuned evaluation: WER, speaker similarity, latency (`python -m evaluation`, next milestones)."""
+"""Base vs fine-tuned model: WER, CER, speaker similarity and streaming latency (`python -m evaluation`)."""

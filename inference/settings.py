@@ -57,6 +57,8 @@ def _convert(raw, annotation, key: str):
             raise ValueError(raw)
         if hint is int and isinstance(raw, bool):
             raise ValueError(raw)
+        if hint is str and not isinstance(raw, str):  # a TOML number or list where text belongs
+            raise ValueError(raw)
         return hint(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None

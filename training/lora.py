@@ -56,6 +56,7 @@ log = logging.getLogger("training.lora")
 
 CONFIG_FILE = "training_config.json"
 STATE_FILE = "training_state.pt"
+HELDOUT_FILE = "heldout_clips.json"  # in merged/: validation clips, never trained on
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -469,6 +470,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
         tmp = run_dir / ".merged.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_local(tmp)
+        # clips the adapter never trained on: `python -m evaluation` takes its reference voice from here
+        heldout = [str(Path(p).resolve()) for p in val_rows["path"]]
+        (tmp / HELDOUT_FILE).write_text(json.dumps({"heldout_clips": heldout}, indent=2) + "\n")
         shutil.rmtree(merged_dir, ignore_errors=True)
         os.replace(tmp, merged_dir)
         accelerator.print(f"merged logits match the adapter model's (max relative difference {diff:.1e})")

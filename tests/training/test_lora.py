@@ -86,6 +86,8 @@ def test_loss_decreases_and_outputs_are_complete(audio, output, english):
 
     # the merged folder is the official layout and loads like the official model; it equals the adapter model
     assert (merged / "t3_cfg.safetensors").is_file() and (merged / "conds.pt").is_file()
+    heldout = json.loads((merged / "heldout_clips.json").read_text())["heldout_clips"]
+    assert len(heldout) == 1 and Path(heldout[0]).is_file()  # the one validation clip: evaluation's reference
     loaded = ChatterboxTTS.from_local(merged)
     adapted = load_adapter(tiny_t3(), last).get_base_model()
     probe = probe_batch(loaded.t3.cfg)

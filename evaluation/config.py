@@ -1,0 +1,63 @@
+"""`[evaluation]` of config.toml: what to compare, on which sentences, how to stream and how to score."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from training.transcribe import TranscribeConfig
+
+from .similarity import SimilarityConfig
+
+STRATEGIES = ("incremental", "window")
+
+
+@dataclass
+class StreamSettings:
+    """Passed to `generate_stream` for every sample of both models (see inference/streaming.py)."""
+
+    chunk_size: int = 25  # speech tokens per chunk (25 = 1 s of audio)
+    strategy: str = "incremental"  # incremental | window
+    context_window: int = 50  # window strategy only
+    prompt_tokens: int = 0  # voice-prompt tokens decoded with each chunk; 0: all
+    cfg_weight: float = 0.5
+    temperature: float = 0.8
+    exaggeration: float = 0.5
+    max_new_tokens: int = 400  # per sentence (16 s); the tiny preset, which never stops, gets 50
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"stream.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.chunk_size < 1 or self.max_new_tokens < 1 or self.prompt_tokens < 0:
+            raise ValueError("stream.chunk_size and stream.max_new_tokens must be >= 1, stream.prompt_tokens >= 0")
+        if not self.temperature > 0 or self.cfg_weight < 0 or self.exaggeration < 0:
+            raise ValueError("stream.temperature must be > 0, stream.cfg_weight and stream.exaggeration >= 0")
+
+
+@dataclass
+class EvalConfig:
+    base_model_path: str = "tiny"  # 'tiny' (synthetic weights) | official folder | repo id
+    tuned_model_path: str = ""  # merged folder from training | 'latest' (newest under checkpoints_dir) | '': base only
+    multilingual: bool = False  # the base is the multilingual model
+    language: str = "en"
+    reference_audio: tuple[str, ...] = ()  # the speaker's clip(s); empty: a held-out clip (see resolve_reference)
+    audio_dir: str = "audio_data"  # the training speaker's recordings, for the default reference
+    checkpoints_dir: str = "checkpoints_dir"  # where 'latest' looks
+    sentences: str = "default"  # 'default' (Harvard for English, the language's set otherwise) | set name | file
+    max_sentences: int = 0  # first N sentences; 0: all
+    samples_per_sentence: int = 1
+    seed: int = 0  # sample k of sentence i uses seed + 1000 * i + k, the same for both models
+    device: str = "cpu"  # cpu | cuda
+    output_dir: str = "evaluation_runs"  # runs go to <output_dir>/<run>/
+    run: str = ""  # run folder name; empty: eval-<date>-<time> (with --resume: the newest run)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    asr: TranscribeConfig = field(default_factory=TranscribeConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+
+    def __post_init__(self) -> None:
+        if not self.base_model_path:
+            raise ValueError("base_model_path is empty: give 'tiny', an official model folder or a repo id")
+        if self.samples_per_sentence < 1 or self.max_sentences < 0:
+            raise ValueError("samples_per_sentence must be >= 1 and max_sentences >= 0")
+        if not self.output_dir:
+            raise ValueError("output_dir is empty")
+        if "/" in self.run or self.run.startswith("."):
+            raise ValueError(f"run must be a plain folder name, got {self.run!r}")

@@ -1,0 +1,225 @@
+"""Statistics for evaluation scores: bootstrap confidence intervals and permutation tests.
+
+Why these methods: a run has tens to a few hundred samples per model and the scores are skewed and bounded
+(WER piles up at 0, latency has a long tail), so normal-theory intervals mislead. A percentile bootstrap of
+the mean and a sign-flip permutation test assume no distribution. Base and tuned models read the same
+sentences with the same seeds, so their difference is taken per pair `(sentence_id, sample)`: that removes
+sentence difficulty from the comparison and makes small improvements visible.
+
+Every function ignores missing scores (None, NaN, inf): a failed sample has no scores, and counts only in
+`ModelSummary.failed`. Everything random is seeded, so the same rows give the same report.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from evaluation.results import SampleResult
+
+CONFIDENCE = 0.95
+EXACT_MAX_PAIRS = 16  # up to here the sign-flip test enumerates all 2**n sign patterns (65,536 at 16)
+N_PERM = 10_000  # Monte Carlo permutations above EXACT_MAX_PAIRS
+_BATCH_ELEMENTS = 2_000_000  # resampled values held at once (16 MB of float64), whatever the sample size
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric of one model. All NaN when n == 0; the CI collapses to the value when n == 1."""
+
+    n: int
+    mean: float
+    median: float
+    p90: float
+    ci_low: float  # percentile bootstrap CONFIDENCE interval of the mean
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class Delta:
+    """`tuned - base` for one metric. NaN everywhere when nothing can be compared."""
+
+    n_pairs: int  # pairs used (paired); 0 when unpaired
+    mean: float  # mean of the per-pair differences (paired) or difference of the means (unpaired)
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided permutation test of "no difference"
+    exact: bool  # the p-value enumerates every permutation (no Monte Carlo error)
+    paired: bool = True
+    n_base: int = 0
+    n_tuned: int = 0
+
+
+@dataclass
+class ModelSummary:
+    """Scores of one model: `summary["wer"]` is a Summary over its successful samples."""
+
+    model: str
+    ok: int
+    failed: int
+    metrics: dict[str, Summary]
+
+    def __getitem__(self, metric: str) -> Summary:
+        return self.metrics[metric]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Single samples of values
+# ----------------------------------------------------------------------------------------------------------
+def finite(values: Iterable[float | None]) -> np.ndarray:
+    """The finite numbers among `values` as float64; None, NaN and inf are dropped."""
+    array = np.array([float(v) for v in values if v is not None], dtype=float)
+    return array[np.isfinite(array)]
+
+
+def _bootstrap_means(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Means of `n_boot` resamples with replacement, drawn in batches so memory stays bounded."""
+    n = len(values)
+    batch = max(1, _BATCH_ELEMENTS // n)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, batch):
+        stop = min(n_boot, start + batch)
+        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return means
+
+
+def _interval(draws: np.ndarray) -> tuple[float, float]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def describe(values: Iterable[float | None], seed: int = 0, n_boot: int = 2000) -> Summary:
+    """Mean, median, 90th percentile and a bootstrap CI of the mean of the finite `values`."""
+    x = finite(values)
+    if len(x) == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if len(x) == 1:
+        low = high = mean
+    else:
+        low, high = _interval(_bootstrap_means(x, np.random.default_rng(seed), n_boot))
+    return Summary(len(x), mean, float(np.median(x)), float(np.percentile(x, 90)), low, high)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Differences
+# ----------------------------------------------------------------------------------------------------------
+def _at_least(stats: np.ndarray, observed: float) -> int:
+    """How many |stats| reach |observed|, with a tolerance so ties are not lost to float rounding."""
+    bound = abs(observed) - 1e-9 * max(1.0, abs(observed))
+    return int(np.count_nonzero(np.abs(stats) >= bound))
+
+
+def sign_flip_p(differences: Sequence[float], seed: int = 0, n_perm: int = N_PERM) -> tuple[float, bool]:
+    """Two-sided p-value of "mean difference is 0" and whether it is exact.
+
+    Under no effect each pair's difference is as likely positive as negative, so the observed sum is compared
+    with the sums under every sign pattern: all 2**n when n <= EXACT_MAX_PAIRS, else `n_perm` random ones
+    (p = (1 + hits) / (1 + n_perm), which is never 0).
+    """
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n == 0:
+        return math.nan, False
+    observed = float(d.sum())
+    if n <= EXACT_MAX_PAIRS:
+        patterns = np.arange(2**n)[:, None] >> np.arange(n) & 1  # (2**n, n) bits
+        return _at_least((2 * patterns - 1) @ d, observed) / 2**n, True
+    rng = np.random.default_rng(seed)
+    batch = max(1, _BATCH_ELEMENTS // n)
+    hits = 0
+    for start in range(0, n_perm, batch):
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(batch, n_perm - start), n))
+        hits += _at_least(signs @ d, observed)
+    return (1 + hits) / (1 + n_perm), False
+
+
+def paired_delta(base: Mapping[Hashable, float | None], tuned: Mapping[Hashable, float | None],
+                 seed: int = 0, n_boot: int = 2000) -> Delta:
+    """Mean of `tuned[k] - base[k]` over the keys finite in both, its bootstrap CI, and a sign-flip p-value."""
+    keys = sorted((k for k in base if k in tuned and _is_finite(base[k]) and _is_finite(tuned[k])), key=repr)
+    d = np.array([float(tuned[k]) - float(base[k]) for k in keys], dtype=float)
+    if len(d) == 0:
+        return Delta(0, math.nan, math.nan, math.nan, math.nan, False)
+    mean = float(d.mean())
+    low, high = (mean, mean) if len(d) == 1 else _interval(_bootstrap_means(d, np.random.default_rng(seed), n_boot))
+    p, exact = sign_flip_p(d, seed)
+    return Delta(len(d), mean, low, high, p, exact, True, len(d), len(d))
+
+
+def unpaired_delta(base: Iterable[float | None], tuned: Iterable[float | None], seed: int = 0,
+                   n_boot: int = 2000, n_perm: int = N_PERM) -> Delta:
+    """Difference of means when samples do not pair (runs on different sentences).
+
+    CI: each side resampled on its own. p: Monte Carlo label-shuffling test of the difference of means.
+    """
+    a, b = finite(base), finite(tuned)
+    if len(a) == 0 or len(b) == 0:
+        return Delta(0, math.nan, math.nan, math.nan, math.nan, False, False, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    mean = float(b.mean() - a.mean())
+    low, high = _interval(_bootstrap_means(b, rng, n_boot) - _bootstrap_means(a, rng, n_boot))
+    pooled = np.concatenate([a, b])
+    batch = max(1, _BATCH_ELEMENTS // len(pooled))
+    hits = 0
+    for start in range(0, n_perm, batch):
+        shuffled = rng.permuted(np.tile(pooled, (min(batch, n_perm - start), 1)), axis=1)
+        hits += _at_least(shuffled[:, len(a):].mean(axis=1) - shuffled[:, :len(a)].mean(axis=1), mean)
+    return Delta(0, mean, low, high, (1 + hits) / (1 + n_perm), False, False, len(a), len(b))
+
+
+def _is_finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Result rows
+# ----------------------------------------------------------------------------------------------------------
+def metric_value(row: SampleResult, metric: str) -> float | None:
+    """One number per sample: the field itself, or the mean of a per-chunk list (e.g. `chunk_compute`)."""
+    value = getattr(row, metric)
+    if isinstance(value, (list, tuple)):
+        chunks = finite(value)
+        return float(chunks.mean()) if len(chunks) else None
+    return None if value is None else float(value)
+
+
+def model_order(models: Iterable[str]) -> list[str]:
+    """"base" first, then "tuned", then the rest sorted: the order every table and plot uses."""
+    rank = {"base": 0, "tuned": 1}
+    return sorted(set(models), key=lambda m: (rank.get(m, 2), m))
+
+
+def summarize(rows: Iterable[SampleResult], metric_names: Sequence[str], seed: int = 0,
+              n_boot: int = 2000) -> dict[str, ModelSummary]:
+    """Per model: ok/failed counts and a Summary per metric over the successful samples only."""
+    rows = list(rows)
+    out: dict[str, ModelSummary] = {}
+    for model in model_order(r.model for r in rows):
+        mine = [r for r in rows if r.model == model]
+        ok = [r for r in mine if r.ok]
+        metrics = {m: describe((metric_value(r, m) for r in ok), seed, n_boot) for m in metric_names}
+        out[model] = ModelSummary(model, len(ok), len(mine) - len(ok), metrics)
+    return out
+
+
+def per_sample(rows: Iterable[SampleResult], model: str, metric: str) -> dict[tuple[str, int], float | None]:
+    """`(sentence_id, sample) -> value` of one model's successful samples: the pairing key of base vs tuned."""
+    return {(r.sentence_id, r.sample): metric_value(r, metric) for r in rows if r.model == model and r.ok}
+
+
+def deltas(rows: Iterable[SampleResult], metric_names: Sequence[str], base: str = "base", tuned: str = "tuned",
+           paired: bool = True, seed: int = 0, n_boot: int = 2000) -> dict[str, Delta]:
+    """`tuned - base` per metric: paired by (sentence_id, sample), or unpaired when `paired` is False."""
+    rows = list(rows)
+    out: dict[str, Delta] = {}
+    for metric in metric_names:
+        a, b = per_sample(rows, base, metric), per_sample(rows, tuned, metric)
+        if paired:
+            out[metric] = paired_delta(a, b, seed, n_boot)
+        else:
+            out[metric] = unpaired_delta(a.values(), b.values(), seed, n_boot)
+    return out

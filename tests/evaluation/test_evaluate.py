@@ -1,0 +1,202 @@
+"""`python -m evaluation` end to end on the tiny preset (synthetic weights: the scores test the harness, not a
+voice): configuration errors before any work, the run folder's contents, resume, failed samples.
+
+The tuned model here is the tiny preset again: same weights and same seeds must give the same audio, so every
+paired delta is exactly zero, which a harness that mixed up samples or seeds would not show.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from evaluation import evaluate as recipe
+from evaluation.results import RESULTS_FILE, read_results
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_CLIP = PROJECT_ROOT / "audio_data" / "espeak_sample" / "sample_001.flac"
+
+
+def write_config(path: Path, **evaluation) -> Path:
+    """A config.toml with an [evaluation] table; values are TOML literals."""
+    lines = ["[evaluation]"] + [f"{key} = {value}" for key, value in evaluation.items() if "." not in key]
+    tables: dict[str, list[str]] = {}
+    for key, value in evaluation.items():
+        if "." in key:
+            table, leaf = key.split(".", 1)
+            tables.setdefault(table, []).append(f"{leaf} = {value}")
+    for table, items in tables.items():
+        lines += [f"[evaluation.{table}]", *items]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fast(tmp_path: Path, **extra) -> dict:
+    """Two sentences, short streams: about a minute per model on 2 CPU cores."""
+    return {"base_model_path": '"tiny"', "reference_audio": f'["{SAMPLE_CLIP}"]', "max_sentences": 2,
+            "output_dir": f'"{tmp_path}"', "run": '"run"', "stream.max_new_tokens": 30, "stream.chunk_size": 10, **extra}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"base_model_path": '"/no/such/model"'}, "base_model_path='/no/such/model' does not exist"),
+    ({"tuned_model_path": '"latest"', "checkpoints_dir": '"/no/such/dir"'}, "holds no merged model"),
+    ({"reference_audio": '["/no/such.wav"]'}, "reference clip /no/such.wav does not exist"),
+    ({"sentences": '"klingon"'}, "klingon"),
+    ({"colour": '"blue"'}, "unknown key 'colour'"),
+    ({"max_sentences": '"many"'}, "max_sentences"),
+    ({"stream.strategy": '"psychic"'}, "stream.strategy must be one of"),
+    ({"asr.model": '"/no/whisper"'}, "ASR model"),
+])
+def test_bad_configuration_is_refused_before_any_work(tmp_path, capsys, settings, message):
+    config = write_config(tmp_path / "config.toml", **{**fast(tmp_path), **settings})
+    assert recipe.main(["--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_silent_reference_is_refused(tmp_path, capsys):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(24000 * 3, dtype=np.float32), 24000)
+    config = write_config(tmp_path / "config.toml", **fast(tmp_path, reference_audio=f'["{silent}"]'))
+    assert recipe.main(["--config", str(config)]) == 2
+    assert "silent or shorter" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("evaluation")
+    config = write_config(tmp_path / "config.toml", **fast(tmp_path, tuned_model_path='"tiny"'))
+    assert recipe.main(["--config", str(config)]) == 0
+    return tmp_path / "run", config
+
+
+def test_run_writes_samples_scores_and_a_report(finished_run):
+    run, _ = finished_run
+    rows = read_results(run)
+    assert sorted((r.model, r.sample) for r in rows) == [("base", 0), ("base", 0), ("tuned", 0), ("tuned", 0)]
+    for row in rows:
+        assert row.ok, row.error
+        audio, sr = sf.read(run / row.wav)
+        assert sr == 24000 and len(audio) == pytest.approx(row.audio_seconds * sr, abs=1)
+        assert 0 <= row.wer and 0 <= row.cer and -1 <= row.similarity <= 1
+        assert row.similarity_self is None or -1 <= row.similarity_self <= 1
+        assert 0 < row.time_to_first_audio <= row.total_seconds and row.rtf > 0
+        assert len(row.chunk_arrivals) == len(row.chunk_compute) == len(row.chunk_audio) >= 1
+        assert sum(row.chunk_audio) == pytest.approx(row.audio_seconds)
+        assert row.reference_norm == row.reference_norm.lower()
+    # same weights, same seeds: identical audio, so identical scores pair by pair
+    by = {(r.model, r.sentence_id): r for r in rows}
+    for sid in {r.sentence_id for r in rows}:
+        base, tuned = by["base", sid], by["tuned", sid]
+        assert base.seed == tuned.seed and base.hypothesis == tuned.hypothesis
+        assert base.similarity == pytest.approx(tuned.similarity, abs=1e-6)
+        np.testing.assert_array_equal(sf.read(run / base.wav)[0], sf.read(run / tuned.wav)[0])
+
+    report = (run / "report.md").read_text()
+    for column in ("WER", "CER", "speaker similarity", "time to first audio", "real-time factor"):
+        assert column in report
+    assert "SYNTHETIC" in report.upper()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["synthetic"] is True and info["reference_audio"] == [str(SAMPLE_CLIP)]
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and not re.search(r'src="https?://', html)
+
+
+def test_finished_run_is_not_redone_and_interrupted_run_resumes(finished_run, capsys):
+    run, config = finished_run
+    results = run / RESULTS_FILE
+    lines = results.read_text().splitlines(keepends=True)
+    assert recipe.main(["--config", str(config)]) == 0  # everything done: nothing generated
+    assert results.read_text().splitlines(keepends=True) == lines
+    assert "4 samples already done" in capsys.readouterr().out
+    unnamed = write_config(config.with_name("unnamed.toml"), **fast(run.parent, tuned_model_path='"tiny"', run='""'))
+    assert recipe.main(["--config", str(unnamed), "--resume"]) == 0  # --resume: the newest run, this one
+    assert results.read_text().splitlines(keepends=True) == lines
+    assert f"4 samples already done in {run}" in capsys.readouterr().out
+
+    # killed while writing the fourth row: three rows kept, a torn line after them
+    results.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    assert recipe.main(["--config", str(config)]) == 0
+    after = results.read_text().splitlines(keepends=True)
+    assert after[:3] == lines[:3]  # finished samples were not regenerated
+    rows = read_results(run)
+    assert len(rows) == 4 and all(r.ok for r in rows)
+    redone = json.loads(after[-1])
+    assert (redone["model"], redone["sentence_id"]) == (json.loads(lines[3])["model"],
+                                                         json.loads(lines[3])["sentence_id"])
+
+
+def test_changed_configuration_does_not_reuse_the_folder(finished_run, capsys):
+    run, config = finished_run
+    changed = write_config(config.with_name("other.toml"),
+                           **fast(run.parent, tuned_model_path='"tiny"', **{"stream.temperature": 0.5}))
+    assert recipe.main(["--config", str(changed)]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+    # --compare reads two finished runs and generates nothing
+    assert recipe.main(["--compare", str(run), str(run), "--output-dir", str(run.parent / "cmp")]) == 0
+    assert "WER" in (run.parent / "cmp" / "compare.md").read_text()
+
+
+def test_a_failed_sample_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    real = recipe.stream_sample
+
+    def broken_second_sentence(model, text, *args):
+        audio, timing = real(model, text, *args)
+        if text == first_two[1]:
+            audio = np.full_like(audio, np.nan)
+        return audio, timing
+
+    from evaluation.sentences import load_sentences
+
+    first_two = [s.text for s in load_sentences("default", "en", 2)]
+    monkeypatch.setattr(recipe, "stream_sample", broken_second_sentence)
+    config = write_config(tmp_path / "config.toml", **fast(tmp_path))
+    assert recipe.main(["--config", str(config)]) == 0
+    rows = {r.text: r for r in read_results(tmp_path / "run")}
+    assert rows[first_two[0]].ok and rows[first_two[0]].wer is not None
+    failed = rows[first_two[1]]
+    assert failed.error == "ValueError: non-finite audio (NaN or inf samples)" and failed.wer is None
+    assert failed.time_to_first_audio is not None  # what was measured before the failure is kept
+    assert "non-finite audio" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_models_made_from_the_tiny_preset_are_labelled_synthetic(tmp_path):
+    from dataclasses import asdict
+
+    from inference.chatterbox import T3_CONFIG_FILE
+    from inference.models.t3 import T3Config
+
+    assert recipe.is_synthetic("tiny") and recipe.is_synthetic("tiny-multilingual")
+    merged = tmp_path / "merged"  # what training.lora writes for a fine-tune of the tiny preset
+    merged.mkdir()
+    (merged / T3_CONFIG_FILE).write_text(json.dumps(asdict(T3Config.tiny())))
+    assert recipe.is_synthetic(str(merged))
+    assert "SYNTHETIC" in recipe.describe_model(str(merged), True)
+    (merged / T3_CONFIG_FILE).write_text(json.dumps({**asdict(T3Config.tiny()), "num_layers": 3}))
+    assert not recipe.is_synthetic(str(merged))  # another size: an experiment, not known to be random
+    assert not recipe.is_synthetic(str(tmp_path / "official"))  # official folders have no sidecar
+
+
+def test_shipped_config_documents_every_key_and_each_is_a_flag():
+    import tomllib
+
+    from evaluation.config import EvalConfig
+    from inference.settings import config_keys, load_config
+
+    shipped_table = tomllib.loads((PROJECT_ROOT / "config.toml").read_text())["evaluation"]
+    in_file = {f"{table}.{k}" if isinstance(v, dict) else table
+               for table, v in shipped_table.items() for k in (v if isinstance(v, dict) else [None])}
+    assert in_file == set(config_keys(EvalConfig))  # every key documented in the shipped file, nothing extra
+    shipped = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml")
+    parser = recipe.build_parser()
+    args = parser.parse_args(["--tuned-model-path", "latest", "--stream.chunk-size", "10", "--max-sentences", "0",
+                              "--reference-audio", "a.wav,b.wav"])
+    cfg = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml", recipe.flag_overrides(args))
+    assert (cfg.tuned_model_path, cfg.stream.chunk_size, cfg.max_sentences, cfg.reference_audio) == \
+        ("latest", 10, 0, ("a.wav", "b.wav"))
+    assert cfg.asr == shipped.asr and cfg.similarity == shipped.similarity
