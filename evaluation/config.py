@@ -46,8 +46,7 @@ class EvalConfig:
     samples_per_sentence: int = 1
     seed: int = 0  # sample k of sentence i uses seed + 1000 * i + k, the same for both models
     device: str = "cpu"  # cpu | cuda
-    output_dir: str = "evaluation_runs"  # runs go to <output_dir>/<run>/
-    run: str = ""  # run folder name; empty: eval-<date>-<time> (with --resume: the newest run)
+    output_dir: str = ""  # the run folder (report.md lands here); empty: evaluation_runs/eval-<date>-<time>
     stream: StreamSettings = field(default_factory=StreamSettings)
     asr: TranscribeConfig = field(default_factory=TranscribeConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
@@ -57,7 +56,4 @@ class EvalConfig:
             raise ValueError("base_model_path is empty: give 'tiny', an official model folder or a repo id")
         if self.samples_per_sentence < 1 or self.max_sentences < 0:
             raise ValueError("samples_per_sentence must be >= 1 and max_sentences >= 0")
-        if not self.output_dir:
-            raise ValueError("output_dir is empty")
-        if "/" in self.run or self.run.startswith("."):
-            raise ValueError(f"run must be a plain folder name, got {self.run!r}")
+

@@ -2,7 +2,7 @@
 
     python -m evaluation                                              # [evaluation] of config.toml
     python -m evaluation --tuned-model-path checkpoints_dir/<run>/merged
-    python -m evaluation --tuned-model-path latest --samples-per-sentence 3 --run mine
+    python -m evaluation --tuned-model-path latest --samples-per-sentence 3 --output-dir evaluation_runs/mine
     python -m evaluation --resume                                     # continue the newest (interrupted) run
     python -m evaluation --compare evaluation_runs/a evaluation_runs/b   # two finished runs, nothing regenerated
 
@@ -16,10 +16,10 @@ Recipe:
      biased, with the model's own voice encoder), and append one row to results.jsonl;
   3. summary statistics, base-vs-tuned deltas with paired significance, plots and report.md / report.html.
 
-Each run gets its own folder, `output_dir/eval-<date>-<time>/` unless `--run NAME` names it. A failed sample
-(exception, empty or non-finite audio) is recorded with its error and the run goes on. `--resume` (or the same
-`--run NAME` again) continues a run: finished samples are skipped, failed ones are retried; a changed
-configuration is refused. Both models speak with the voice of the first reference clip.
+Each run gets its own folder: `--output-dir D` (report.md lands in D), else evaluation_runs/eval-<date>-<time>/.
+A failed sample (exception, empty or non-finite audio) is recorded with its error and the run goes on. The same
+`--output-dir` again, or `--resume` for the newest dated run, continues a run: finished samples are skipped,
+failed ones are retried; a changed configuration is refused. Both models speak with the voice of the first reference clip.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from inference.audio import load_audio
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
+from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Config
 from inference.settings import add_config_flags, flag_overrides, load_config
 from training.transcribe import resolve_model
@@ -56,6 +57,7 @@ from .wer import Asr, check_asr_language, score
 log = logging.getLogger("evaluation")
 
 PRESETS = ("tiny", "tiny-multilingual")
+RUNS_DIR = Path("evaluation_runs")  # where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 HELDOUT_FILE = "heldout_clips.json"  # written by training.lora into the merged folder
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -123,20 +125,19 @@ def config_for_resume(cfg: EvalConfig, models: dict[str, str]) -> dict:
     """What must match for a run folder to be resumed: the configuration (wherever the folder is) and the models
     it resolved to ('latest' may point elsewhere by now)."""
     d = asdict(cfg)
-    d.pop("output_dir"), d.pop("run")
+    d.pop("output_dir")
     return json.loads(json.dumps({**d, "resolved_models": models}))
 
 
 def find_run_dir(cfg: EvalConfig, resume: bool) -> Path:
-    """`output_dir/run`; without a run name a new dated folder, or with `resume` the newest existing run."""
-    root = Path(cfg.output_dir)
-    if cfg.run:
-        return root / cfg.run
+    """`output_dir` when given; else a new dated folder under RUNS_DIR, or with `resume` the newest one there."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
     if not resume:
-        return root / time.strftime("eval-%Y%m%d-%H%M%S")
-    runs = [d for d in root.iterdir() if (d / "run_info.json").is_file()] if root.is_dir() else []
+        return RUNS_DIR / time.strftime("eval-%Y%m%d-%H%M%S")
+    runs = [d for d in RUNS_DIR.iterdir() if (d / "run_info.json").is_file()] if RUNS_DIR.is_dir() else []
     if not runs:
-        raise EvaluationError(f"--resume: no evaluation run in {root}/")
+        raise EvaluationError(f"--resume: no evaluation run in {RUNS_DIR}/; name it with --output-dir")
     return max(runs, key=lambda d: (d / "run_info.json").stat().st_mtime)
 
 
@@ -174,7 +175,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
     saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
     if saved is not None and saved.get("resume_key") != resume_key:
         raise EvaluationError(f"{run_dir} holds a run with another configuration or other models; give another "
-                              "--run name (or none, for a new dated run) to start a fresh one")
+                              "--output-dir (or none, for a new dated run) to start a fresh one")
     run_dir.mkdir(parents=True, exist_ok=True)
     asr = Asr(asr_cfg)
     verifier = SpeakerSimilarity(cfg.similarity)
@@ -195,8 +196,8 @@ def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
           f"{', '.join(f'{k}={v}' for k, v in models.items())}; reference {references[0]} ({reference_origin}); "
           f"{len(done)} samples already done in {run_dir}")
     if synthetic:
-        print(f"NOTE: {', '.join(synthetic)} is the tiny preset with SYNTHETIC weights: it makes no intelligible "
-              "speech, so its scores test the harness, not a voice")
+        print(f"NOTE: {' and '.join(synthetic)}: SYNTHETIC weights (the tiny preset or a fine-tune of it) make no "
+              "intelligible speech; the scores test the harness, not a voice")
 
     # --- 2. generate and score, model by model (one model in memory at a time)
     for name, path in models.items():
@@ -226,7 +227,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
     failed = sum(not r.ok for r in rows)
     print(f"{len(rows)} samples ({failed} failed); report: {md} and {html}")
     if failed:
-        print(f"to retry the failed samples: python -m evaluation --run {run_dir.name} (same settings)")
+        print(f"to retry the failed samples: python -m evaluation --output-dir {run_dir} (same settings)")
     return run_dir
 
 
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the newest run under output_dir (or --run NAME): finished samples are kept")
+                   help=f"continue the newest run in {RUNS_DIR}/ (or --output-dir): finished samples are kept")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="report two finished run folders against each other, generating nothing")
     add_config_flags(p, EvalConfig)
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = load_config(EvalConfig, "evaluation", args.config, flag_overrides(args))
         evaluate(cfg, resume=args.resume)
-    except (EvaluationError, ValueError, FileNotFoundError) as e:
+    except (EvaluationError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

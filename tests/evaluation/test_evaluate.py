@@ -36,9 +36,10 @@ def write_config(path: Path, **evaluation) -> Path:
 
 
 def fast(tmp_path: Path, **extra) -> dict:
-    """Two sentences, short streams: about a minute per model on 2 CPU cores."""
+    """Two sentences, short streams, 1 s of the voice prompt per chunk (S3Gen's cost is mostly the prompt)."""
     return {"base_model_path": '"tiny"', "reference_audio": f'["{SAMPLE_CLIP}"]', "max_sentences": 2,
-            "output_dir": f'"{tmp_path}"', "run": '"run"', "stream.max_new_tokens": 30, "stream.chunk_size": 10, **extra}
+            "output_dir": f'"{tmp_path / "run"}"', "stream.max_new_tokens": 30, "stream.chunk_size": 10,
+            "stream.prompt_tokens": 25, **extra}
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -69,9 +70,10 @@ def test_silent_reference_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("evaluation")
-    config = write_config(tmp_path / "config.toml", **fast(tmp_path, tuned_model_path='"tiny"'))
+    runs = tmp_path / "evaluation_runs"  # where runs without an output_dir go, relative to the working folder
+    config = write_config(tmp_path / "config.toml", **fast(runs, tuned_model_path='"tiny"'))
     assert recipe.main(["--config", str(config)]) == 0
-    return tmp_path / "run", config
+    return runs / "run", config
 
 
 def test_run_writes_samples_scores_and_a_report(finished_run):
@@ -106,17 +108,19 @@ def test_run_writes_samples_scores_and_a_report(finished_run):
     assert "data:image/png;base64," in html and not re.search(r'src="https?://', html)
 
 
-def test_finished_run_is_not_redone_and_interrupted_run_resumes(finished_run, capsys):
+def test_finished_run_is_not_redone_and_interrupted_run_resumes(finished_run, capsys, monkeypatch):
     run, config = finished_run
     results = run / RESULTS_FILE
     lines = results.read_text().splitlines(keepends=True)
     assert recipe.main(["--config", str(config)]) == 0  # everything done: nothing generated
     assert results.read_text().splitlines(keepends=True) == lines
     assert "4 samples already done" in capsys.readouterr().out
-    unnamed = write_config(config.with_name("unnamed.toml"), **fast(run.parent, tuned_model_path='"tiny"', run='""'))
-    assert recipe.main(["--config", str(unnamed), "--resume"]) == 0  # --resume: the newest run, this one
+    unnamed = write_config(config.with_name("unnamed.toml"),
+                           **fast(run.parent, tuned_model_path='"tiny"', output_dir='""'))
+    monkeypatch.chdir(run.parent.parent)
+    assert recipe.main(["--config", str(unnamed), "--resume"]) == 0  # --resume: the newest dated run, this one
     assert results.read_text().splitlines(keepends=True) == lines
-    assert f"4 samples already done in {run}" in capsys.readouterr().out
+    assert "4 samples already done in evaluation_runs/run" in capsys.readouterr().out
 
     # killed while writing the fourth row: three rows kept, a torn line after them
     results.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])

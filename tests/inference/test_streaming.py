@@ -132,7 +132,7 @@ def test_fades_and_config_errors():
 
 def test_generate_stream_yields_the_utterance_with_metrics(english):
     chunks = list(english.generate_stream("Hello there. This is a streaming test.", chunk_size=15, seed=3,
-                                          max_new_tokens=40, max_chars_per_call=30))
+                                          max_new_tokens=40, max_chars_per_call=30, prompt_tokens=25))
     assert len(chunks) >= 3
     audio = np.concatenate([c.audio for c in chunks])
     assert audio.dtype == np.float32 and len(audio) % TOKEN_SAMPLES == 0 and np.isfinite(audio).all()
@@ -151,7 +151,7 @@ def test_generate_stream_stops_when_asked(english):
     """The server's cancel path: once `stop` is set no further audio comes, even with T3 tokens made ahead."""
     stop = threading.Event()
     stream = english.generate_stream("Hello there. This is a streaming test.", chunk_size=10, seed=3,
-                                     max_new_tokens=40, max_chars_per_call=30, stop=stop)
+                                     max_new_tokens=40, max_chars_per_call=30, stop=stop, prompt_tokens=25)
     first = next(stream)
     assert len(first.audio) > 0
     stop.set()
