@@ -179,7 +179,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     asr = Asr(asr_cfg)
     verifier = SpeakerSimilarity(cfg.similarity)
-    reference_embedding = mean_embedding([verifier.embed(load_audio(p, 16_000), 16_000) for p in references])
+    reference_embedding = mean_embedding([verifier.reference_embedding(p) for p in references])
 
     synthetic = [name for name, path in models.items() if is_synthetic(path)]
     info = {
@@ -212,7 +212,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
             stream = dataclasses.replace(stream, max_new_tokens=PRESET_MAX_TOKENS)
             print(f"{name}: synthetic weights never stop by themselves; {PRESET_MAX_TOKENS} speech tokens per sample")
         own = SelfSimilarity(model.ve)
-        own_reference = mean_embedding([own.embed(load_audio(p, 16_000), 16_000) for p in references])
+        own_reference = mean_embedding([own.reference_embedding(p) for p in references])
         (run_dir / "samples" / name).mkdir(parents=True, exist_ok=True)
         for i, sentence, k in tqdm(todo, desc=f"{name} samples", unit="sample"):
             row = run_sample(model, name, i, sentence, k, cfg, stream, run_dir, asr, verifier,

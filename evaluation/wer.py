@@ -16,14 +16,14 @@ from typing import Callable
 
 import numpy as np
 
+from inference.models.tokenizers.languages import SUPPORTED_LANGUAGES
 from training.transcribe import BUNDLED, SAMPLE_RATE, TranscribeConfig, Transcriber, resolve_model
 
 # Scored by characters (spaces removed) as the primary metric: the script does not put spaces between words
 # (zh, ja, th), or words are so long and agglutinated that one wrong syllable costs a whole word (ko).
 CER_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "my", "lo", "km", "bo"})
 # Languages the multilingual Chatterbox model speaks; all are valid Whisper language codes.
-CHATTERBOX_LANGUAGES = ("ar", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "it", "ja", "ko", "ms",
-                        "nl", "no", "pl", "pt", "ru", "sv", "sw", "tr", "zh")
+CHATTERBOX_LANGUAGES = tuple(SUPPORTED_LANGUAGES)
 
 _APOSTROPHES = re.compile(r"[\u2019\u02bc\u2018`\u00b4]")  # typographic variants -> "'"
 _BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]|\(([^)]+?)\)")  # Whisper drops [noise], <tags> and (asides)

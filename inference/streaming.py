@@ -24,6 +24,7 @@ Both emit exactly 960 samples per speech token in total, like the one-shot `S3Ge
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import queue
 import threading
 import time
@@ -164,7 +165,7 @@ def last_prompt_tokens(ref: RefDict, n: int | None) -> RefDict:
                    None if ref.prompt_feat_len is None else torch.full_like(ref.prompt_feat_len, feat.shape[1]))
 
 
-class _Streamer:
+class _Streamer(ABC):
     def __init__(self, s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, generator: torch.Generator | None):
         ref = last_prompt_tokens(ref, cfg.prompt_tokens)
         self.s3gen, self.ref, self.cfg, self.generator = s3gen, ref, cfg, generator
@@ -197,8 +198,9 @@ class _Streamer:
         self.tail = rest[len(rest) - keep:].copy()
         return np.concatenate([blended, rest[:len(rest) - keep]]).astype(np.float32)
 
+    @abstractmethod
     def _step(self, final: bool) -> np.ndarray:
-        raise NotImplementedError
+        """Decode what the tokens so far allow; `final` flushes everything held back."""
 
 
 class WindowStreamer(_Streamer):
