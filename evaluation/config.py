@@ -35,7 +35,7 @@ class StreamSettings:
 @dataclass
 class EvalConfig:
     base_model_path: str = "tiny"  # 'tiny' (synthetic weights) | official folder | repo id
-    tuned_model_path: str = ""  # merged folder from training | 'latest' (newest under checkpoints_dir) | '': base only
+    tuned_model_path: str = ""  # training output (<run>/adapter, <run>/merged, <run>/step-N) | 'latest' | '': base only
     multilingual: bool = False  # the base is the multilingual model
     language: str = "en"
     reference_audio: tuple[str, ...] = ()  # the speaker's clip(s); empty: a held-out clip (see resolve_reference)

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from inference.audio import load_audio
+from inference.adapters import adapter_base, is_adapter, read_base_identity
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Config
@@ -71,20 +72,32 @@ class EvaluationError(RuntimeError):
 # ------------------------------------------------------------------------------------------ checks
 
 def resolve_model_path(value: str, what: str, cfg: EvalConfig) -> str:
-    """A preset name, an existing model folder, or a repo id; 'latest' is the newest merged training output."""
+    """A preset name, an existing model or LoRA adapter folder, or a repo id; 'latest' is the newest training
+    output (a run's merged/ or adapter/ folder)."""
     if value in PRESETS:
         return value
     if value == "latest":
-        merged = sorted(Path(cfg.checkpoints_dir).glob("*/merged"), key=lambda p: p.stat().st_mtime)
-        if not merged:
-            raise EvaluationError(f"{what}='latest' but {cfg.checkpoints_dir}/ holds no merged model: run "
-                                  "`python -m training.lora` first, or give the merged folder's path")
-        return str(merged[-1])
+        root = Path(cfg.checkpoints_dir)
+        outputs = sorted([*root.glob("*/merged"), *root.glob("*/adapter")], key=lambda p: p.stat().st_mtime)
+        if not outputs:
+            raise EvaluationError(f"{what}='latest' but {cfg.checkpoints_dir}/ holds no training output: run "
+                                  "`python -m training.lora` first, or give the merged or adapter folder's path")
+        return str(outputs[-1])
     path = Path(value).expanduser()
+    if path.is_dir() and is_adapter(path):
+        try:
+            adapter_base(path)
+        except ValueError as e:
+            raise EvaluationError(f"{what}={value!r}: {e}") from None
+        return str(path)
     if path.is_dir():
         if not any(path.glob("t3_*.safetensors")):
-            raise EvaluationError(f"{what}={value!r} is a folder without a T3 checkpoint (t3_*.safetensors): "
-                                  "give a merged training output or an official Chatterbox folder")
+            inside = [p for p in (path / "merged", path / "adapter") if p.is_dir()]
+            if inside:
+                raise EvaluationError(f"{what}={value!r} is a training run folder: give {inside[0]}")
+            raise EvaluationError(f"{what}={value!r} is a folder without a T3 checkpoint (t3_*.safetensors) or a "
+                                  "LoRA adapter: give a training output (<run>/adapter or <run>/merged), a "
+                                  "checkpoint (<run>/step-N) or an official Chatterbox folder")
         return str(path)
     looks_like_repo = value.count("/") == 1 and not value.startswith((".", "/", "~"))
     if looks_like_repo and not path.exists():
@@ -275,6 +288,9 @@ def is_synthetic(path: str) -> bool:
     toy configuration, written beside the weights as t3_config.json."""
     if path in PRESETS:
         return True
+    if is_adapter(path):
+        base = read_base_identity(path) or {}
+        return base.get("model") in PRESETS or base.get("t3_config", {}).get("num_layers", 30) < 30
     sidecar = Path(path) / T3_CONFIG_FILE
     if not sidecar.is_file():
         return False
@@ -318,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"continue the newest run in {RUNS_DIR}/ (or --output-dir): finished samples are kept")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="report two finished run folders against each other, generating nothing")
-    add_config_flags(p, EvalConfig)
+    add_config_flags(p, EvalConfig, "evaluation")
     return p
 
 

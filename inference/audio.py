@@ -44,16 +44,23 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     return y.reshape(*shape[:-1], -1)
 
 
+class NonFiniteAudio(AudioError):
+    """A file whose samples include NaN or infinity (float WAVs written by broken pipelines)."""
+
+
 def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Read any soundfile-readable file as mono float32 at `sample_rate`.
 
-    Stereo is averaged; other rates are resampled (soxr, high quality, as librosa.load does).
+    Stereo is averaged; other rates are resampled (soxr, high quality, as librosa.load does). Empty files and
+    NaN/inf samples are AudioErrors raised before resampling, which would otherwise fail with librosa's own error.
     """
     import librosa
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path} is empty (0 bytes)")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -61,6 +68,8 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     wav = data.mean(axis=1)
     if len(wav) == 0:
         raise AudioError(f"{path} holds no samples")
+    if not np.isfinite(wav).all():
+        raise NonFiniteAudio(f"{path} holds NaN or infinite samples")
     if sr != sample_rate:
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate)
     if max_seconds is not None:

@@ -399,11 +399,28 @@ class ChatterboxMultilingualTTS(_Chatterbox):
         return self.tokenizer.encode(text, check_language(language_id))
 
 
-def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu") -> _Chatterbox:
-    """'tiny' | 'tiny-multilingual' | a folder in the official layout | a repo id. A folder holding the
-    multilingual T3 file is loaded as the multilingual model even without `multilingual`."""
+def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu",
+                    adapter: str | Path | None = None) -> _Chatterbox:
+    """'tiny' | 'tiny-multilingual' | a folder in the official layout | a repo id | a LoRA adapter folder written
+    by training (its base is loaded and the adapter merged into it in memory).
+
+    `adapter`: a LoRA adapter folder to put on `model`; it must have been trained on that base. A folder holding
+    the multilingual T3 file, or an adapter of the multilingual model, loads as the multilingual model.
+    """
+    from .adapters import adapter_base, apply_adapter, is_adapter, read_base_identity
+
+    if adapter is None and is_adapter(model):
+        adapter, model = model, adapter_base(model)
+        if not (str(model) in presets.PRESETS or Path(model).exists() or str(model).count("/") == 1):
+            raise FileNotFoundError(f"the adapter {adapter} was trained on {model}, which is not found here: pass "
+                                    f"the base with --model and the adapter with --adapter {adapter}")
+    if adapter is not None and (read_base_identity(adapter) or {}).get("family") == "multilingual":
+        multilingual = True
     folder = Path(model)
     multilingual = (multilingual or str(model) == "tiny-multilingual"
                     or (folder.is_dir() and find_weights(folder, MULTILINGUAL_FILES.t3).is_file()))
     cls = ChatterboxMultilingualTTS if multilingual else ChatterboxTTS
-    return cls.load(model, device)
+    loaded = cls.load(model, device)
+    if adapter is not None:
+        apply_adapter(loaded, adapter)
+    return loaded

@@ -32,8 +32,13 @@ def tiny_tokenizer(multilingual: bool = False):
 
 
 def synthetic_s3gen() -> S3Gen:
-    """S3Gen at full size (it has no smaller configuration) with synthetic weights: ~1 GB, a few seconds."""
-    return fill_synthetic(S3Gen()).eval()
+    """S3Gen at full size (it has no smaller configuration) with synthetic weights: ~1 GB, a few seconds.
+    Random initialisation is skipped: every weight is overwritten by fill_synthetic anyway."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        s3gen = S3Gen()
+    return fill_synthetic(s3gen).eval()
 
 
 def synthetic_reference(sample_rate: int, seconds: float = 3.0) -> np.ndarray:

@@ -47,6 +47,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+")
 @dataclass
 class ServerConfig:
     model: str = "tiny"
+    adapter: str = ""  # LoRA adapter folder from training to put on `model` ("" : none)
     multilingual: bool = False
     device: str = "cpu"
     host: str = "127.0.0.1"
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m inference.server", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
-    add_config_flags(p, ServerConfig)
+    add_config_flags(p, ServerConfig, "server")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(ServerConfig, "server", args.config, flag_overrides(args))
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .chatterbox import load_chatterbox
 
-    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device)
+    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None)
     model.setup_model()
     worker = Worker(model, cfg)
     if cfg.voices:

@@ -128,16 +128,73 @@ def config_from_dict(cls, values: dict, overrides: list[str] = (), where: str = 
     return _build(cls, values, where)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One `--key` flag per config key (`--audio-dir`, `--lora.rank`); unset flags leave the file's value."""
+def _comment_of(line: str) -> str | None:
+    """The text after the first `#` outside a quoted string, or None."""
+    quote = None
+    for i, c in enumerate(line):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c == "#":
+            return line[i + 1:].strip()
+    return None
+
+
+def config_comments(section: str, path: str | Path | None = None) -> dict[str, str]:
+    """The comment documenting each key of [section] and its sub-tables in config.toml, by dotted key.
+
+    A key's comment is the one on its line plus indented comment-only lines right below it, so the file
+    stays the one place where settings are explained and `--help` shows the same words.
+    """
+    path = Path(path) if path else PROJECT_ROOT / "config.toml"
+    if not path.is_file():
+        return {}
+    comments: dict[str, str] = {}
+    prefix: str | None = None
+    last: str | None = None
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = stripped.strip("[]").strip()
+            prefix = "" if table == section else (table[len(section) + 1:] + "." if table.startswith(section + ".")
+                                                  else None)
+            last = None
+        elif stripped.startswith("#") and line[:1].isspace() and last is not None:
+            comments[last] = f"{comments[last]} {stripped[1:].strip()}".strip()
+        elif "=" in stripped and not stripped.startswith("#") and prefix is not None:
+            last = prefix + stripped.split("=", 1)[0].strip()
+            comments[last] = _comment_of(stripped.split("=", 1)[1]) or ""
+        else:
+            last = None
+    return comments
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, section: str | None = None) -> None:
+    """One `--key` flag per config key (`--audio-dir`, `--lora.rank`); unset flags leave the file's value.
+
+    With `section`, each flag's help is the key's comment in config.toml plus its value there (the default)."""
+    comments = config_comments(section) if section else {}
+    defaults: dict = {}
+    if section:
+        try:
+            defaults = dataclasses.asdict(load_config(cls, section))
+        except (ValueError, FileNotFoundError):
+            defaults = {}
     for key, hint in config_keys(cls).items():
         flag = "--" + key.replace("_", "-")
         names = [flag] if flag == "--" + key else [flag, "--" + key]
         base, _ = _strip_optional(hint)
         metavar = "A,B,..." if typing.get_origin(base) is tuple else getattr(base, "__name__", "VALUE").upper()
         extra = dict(nargs="?", const="true") if base is bool else {}  # a bare --flag means true
-        parser.add_argument(*names, dest=f"cfg:{key}", default=None, metavar=metavar, help=f"config key {key}",
-                            **extra)
+        value = defaults
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        text = comments.get(key) or f"config key {key}"
+        help_text = f"{text} (default: {shown!r})" if section else text
+        parser.add_argument(*names, dest=f"cfg:{key}", default=None, metavar=metavar,
+                            help=help_text.replace("%", "%%"), **extra)
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:

@@ -18,7 +18,8 @@ from .settings import load_config
 
 @dataclass
 class TTSConfig:
-    model: str = "tiny"  # 'tiny' | 'tiny-multilingual' | folder in the official layout | HF repo id
+    model: str = "tiny"  # 'tiny' | 'tiny-multilingual' | folder in the official layout | HF repo id | adapter folder
+    adapter: str = ""  # LoRA adapter folder from training to put on `model` ("": none)
     multilingual: bool = False  # load a folder/repo as the multilingual model
     device: str = "cpu"
     language: str | None = None  # multilingual only, e.g. "fr"
@@ -36,7 +37,7 @@ class TTSConfig:
 def load_model(cfg: TTSConfig):
     from .chatterbox import load_chatterbox
 
-    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device)
+    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, type=Path, help="output WAV (24 kHz)")
     p.add_argument("--voice", type=Path, help="reference recording to clone (default: the model's built-in voice)")
-    p.add_argument("--model", help="overrides [tts] model")
+    p.add_argument("--model", help="overrides [tts] model: tiny, a model folder, a repo id, or a LoRA adapter folder "
+                                   "written by training (its base is loaded with it)")
+    p.add_argument("--adapter", help="a LoRA adapter folder to put on --model (it must have been trained on it)")
     p.add_argument("--language", help="overrides [tts] language")
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
     p.add_argument("overrides", nargs="*", help="key=value settings of [tts], e.g. temperature=0.7")
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = list(args.overrides)
     overrides += [f"model={args.model}"] if args.model else []
+    overrides += [f"adapter={args.adapter}"] if args.adapter else []
     overrides += [f"language={args.language}"] if args.language else []
     try:
         return run(args, load_config(TTSConfig, "tts", args.config, overrides))
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, cfg: TTSConfig) -> int:
     start = time.perf_counter()
     model = load_model(cfg)
-    print(f"loaded {cfg.model} in {time.perf_counter() - start:.1f}s on {cfg.device}", file=sys.stderr)
+    what = cfg.model + (f" with the adapter {cfg.adapter}" if cfg.adapter else "")
+    print(f"loaded {what} in {time.perf_counter() - start:.1f}s on {cfg.device}", file=sys.stderr)
 
     sampling = {k: v for k, v in asdict(cfg).items()
                 if k in ("cfg_weight", "temperature", "repetition_penalty", "min_p", "top_p", "max_new_tokens")}

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 S3_SR = 16_000  # the S3 tokenizer and the voice encoder take 16 kHz audio
 PROMPT_SECONDS = 6  # conditioning prompt: tokens of the first 6 s, as the inference pipeline takes them
-_CACHE_VERSION = "dataset-v1"  # part of the cache key: bump whenever rows are computed differently
+_CACHE_VERSION = "dataset-v2"  # part of the cache key: bump whenever rows are computed differently
 _INFO_FILE = "build_info.json"
 COLUMNS = ("path", "duration", "text", "text_tokens", "speech_tokens", "speaker_emb", "prompt_tokens")
 
@@ -44,7 +44,8 @@ class DatasetConfig:
     """How clips become rows and how rows are split.
 
     val_fraction: share of clips held out for validation; with n kept clips the validation split gets
-      max(1, round(n * val_fraction)) of them when n >= 4 (and val_fraction > 0), none otherwise.
+      max(1, round(n * val_fraction)) of them when n >= 3 (and val_fraction > 0), none otherwise, and always
+      leaves two for training (each training row is conditioned on another training clip).
     seed: decides which clips are held out (hashed with each clip's path).
     language: language id for the multilingual model (required there); leave None for English.
     max_speech_seconds: longer clips are dropped (ingest already cuts recordings to 20 s).
@@ -72,9 +73,9 @@ class _Drop(Exception):
 
 def validation_size(n: int, cfg: DatasetConfig) -> int:
     """How many of `n` kept clips go to validation (see DatasetConfig.val_fraction)."""
-    if n < 4 or cfg.val_fraction == 0:
+    if n < 3 or cfg.val_fraction == 0:
         return 0
-    return min(n - 1, max(1, round(n * cfg.val_fraction)))
+    return min(n - 2, max(1, round(n * cfg.val_fraction)))
 
 
 def _split_rank(path: str, seed: int) -> str:

@@ -20,7 +20,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from inference.audio import AudioError, load_audio
+from inference.audio import AudioError, NonFiniteAudio, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ _NOTE_SUFFIXES = frozenset({".txt", ".lab", ".csv", ".tsv", ".json", ".jsonl", "
 _NOTE_STEMS = ("readme", "metadata")
 
 _CLIP_LEVEL = 0.999  # |sample| at or above this fraction of full scale counts as clipped
+_FLAT_RUN = 3  # this many consecutive samples at a file's own peak are a flat top (a limiter, then a gain)
+_NARROW_HZ = 4000  # telephone audio (8 kHz) holds nothing above this
+_NARROW_SHARE = 1e-5  # share of the energy above _NARROW_HZ below which a file is narrow-band (speech: ~1e-3)
 _SILENT_PEAK = 1e-4
 _SILENT_FRAME_DB = -60.0
 _FRAME, _HOP = 2048, 512  # silence-analysis frames (librosa's defaults, ~85 ms at 24 kHz)
@@ -47,7 +50,9 @@ class IngestConfig:
     target_min_seconds: float = 2.0  # shortest segment cut from a long file
     silence_top_db: float = 40  # below the file's loudest frame by this much counts as silence
     max_clipped_fraction: float = 0.01
-    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg")
+    # what soundfile (libsndfile >= 1.1) decodes; others (.m4a, .aac, .wma) are skipped with a hint to convert
+    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                                   ".au", ".caf", ".w64", ".rf64")
 
     def __post_init__(self) -> None:
         if not 0 < self.min_seconds <= self.max_seconds:
@@ -77,6 +82,7 @@ class IngestReport:
 
     clips: list[Clip] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)  # used, but worth the user's attention
 
     @property
     def minutes(self) -> float:
@@ -89,6 +95,8 @@ class IngestReport:
     def summary(self) -> str:
         sources = len({c.source for c in self.clips})
         text = f"kept {len(self.clips)} clips from {sources} files ({self.minutes:.1f} min)"
+        if self.warnings:
+            text += f", {len(self.warnings)} with warnings"
         if not self.skipped:
             return text + "; skipped none"
         counts = ", ".join(f"{kind}: {n}" for kind, n in self.skip_counts().items())
@@ -124,17 +132,26 @@ def ingest(audio_dir: str | Path, cache_dir: str | Path, cfg: IngestConfig | Non
             continue
         try:
             if path.suffix.lower() not in cfg.extensions:
-                raise _Skip("unsupported extension")
+                raise _Skip(f"unsupported format ({path.suffix or 'no extension'}; read are "
+                            f"{' '.join(cfg.extensions)}: convert it, e.g. ffmpeg -i {path.name} {path.stem}.wav)")
+            if path.stat().st_size == 0:
+                raise _Skip("empty (0 bytes)")
             digest = _file_digest(path)
             if digest in kept_digests:
                 raise _Skip(f"duplicate: same bytes as {kept_digests[digest]}")
-            report.clips.extend(_clips_for(path, digest, cache_dir, cfg))
+            report.clips.extend(_clips_for(path, digest, cache_dir, cfg, report.warnings))
             kept_digests[digest] = path
         except _Skip as skip:
             log.warning("skipping %s: %s", path, skip)
             report.skipped.append((path, str(skip)))
     log.info("ingest %s: %s", audio_dir, report.summary())
     return report
+
+
+def audio_files(audio_dir: str | Path, cfg: IngestConfig | None = None) -> list[Path]:
+    """Files under `audio_dir` that ingest would try to read (by extension); cheap, for failing fast."""
+    extensions = (cfg or IngestConfig()).extensions
+    return [p for p in _walk(Path(audio_dir)) if p.suffix.lower() in extensions]
 
 
 def _walk(audio_dir: Path) -> list[Path]:
@@ -161,24 +178,34 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig) -> list[Clip]:
-    """Check one file and return it whole or as cached segments; raise _Skip if it is unusable."""
+def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
+               warnings: list[tuple[Path, str]]) -> list[Clip]:
+    """Check one file and return it whole or as cached segments; raise _Skip if it is unusable. Problems that
+    do not make a file unusable are appended to `warnings` and logged."""
     sr = cfg.sample_rate
     try:
         wav = load_audio(path, sr)
+    except NonFiniteAudio as e:
+        raise _Skip("non-finite samples (NaN or infinity)") from e
     except (AudioError, OSError) as e:
         raise _Skip(f"unreadable: {e}") from e
-    if not np.isfinite(wav).all():
-        raise _Skip("unreadable: holds NaN or infinite samples")
 
     rms = librosa.feature.rms(y=wav, frame_length=_FRAME, hop_length=_HOP)[0]
     loudest_db = 20 * np.log10(max(float(rms.max()), 1e-12))
     if float(np.abs(wav).max()) < _SILENT_PEAK or loudest_db < _SILENT_FRAME_DB:
         raise _Skip("silent")
 
-    clipped = _clipped_fraction(path)
+    clipped, flat, peak = _clipping(path)
     if clipped > cfg.max_clipped_fraction:
         raise _Skip(f"clipped ({clipped:.1%} of samples at full scale)")
+    if flat > cfg.max_clipped_fraction:
+        raise _Skip(f"clipped ({flat:.1%} of samples flat at the peak, {peak:.2f} of full scale: limited, "
+                    "then scaled down)")
+
+    narrow = _narrow_band(path, wav, sr)
+    if narrow:
+        log.warning("%s: %s; it is used, but the tuned voice will sound muffled", path, narrow)
+        warnings.append((path, narrow))
 
     _, (a, b) = librosa.effects.trim(wav, top_db=cfg.silence_top_db, frame_length=_FRAME, hop_length=_HOP)
     if (b - a) / sr < cfg.min_seconds:
@@ -204,16 +231,44 @@ def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig) -> l
     return clips
 
 
-def _clipped_fraction(path: Path) -> float:
-    """Share of raw samples (all channels) at full scale, read before resampling smears the flat tops."""
-    hits = total = 0
+def _clipping(path: Path) -> tuple[float, float, float]:
+    """(share of samples at full scale, share in flat runs at the file's own peak, that peak), from the raw
+    samples of every channel, read before resampling smears the flat tops.
+
+    A file limited at some level and then scaled (peak 0.89, say) never reaches full scale, but its tops are
+    runs of identical samples at its peak. Natural speech meets its peak in a sample or two.
+    """
     try:
-        for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32", always_2d=True):
-            hits += int(np.count_nonzero(np.abs(block) >= _CLIP_LEVEL))
-            total += block.size
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # load_audio read it a moment ago; a failure here is still a bad file
         raise _Skip(f"unreadable: {e}") from e
-    return hits / max(total, 1)
+    mag = np.abs(data)
+    peak = float(mag.max(initial=0.0))
+    total = max(data.size, 1)
+    full = int(np.count_nonzero(mag >= _CLIP_LEVEL)) / total
+    if peak == 0.0:
+        return full, 0.0, peak
+    at_peak = mag >= peak * (1.0 - 1e-4)
+    flat = 0
+    for channel in at_peak.T:  # samples inside runs of at least _FLAT_RUN at the peak
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], channel.astype(np.int8), [0]])))
+        runs = edges[1::2] - edges[::2]
+        flat += int(runs[runs >= _FLAT_RUN].sum())
+    return full, flat / total, peak
+
+
+def _narrow_band(path: Path, wav: np.ndarray, sr: int) -> str | None:
+    """Why `wav` sounds like a telephone recording, or None. Upsampling later does not restore what is missing."""
+    native = sf.info(str(path)).samplerate
+    if native < 2 * _NARROW_HZ + 1000:
+        return f"narrow-band (recorded at {native} Hz: nothing above {native // 2} Hz)"
+    from scipy.signal import welch
+
+    freqs, power = welch(wav, sr, nperseg=1024)
+    share = float(power[freqs > _NARROW_HZ].sum() / max(float(power.sum()), 1e-20))
+    if share < _NARROW_SHARE:
+        return f"narrow-band (almost no sound above {_NARROW_HZ} Hz: upsampled telephone audio?)"
+    return None
 
 
 def _write_wav(out: Path, wav: np.ndarray, sr: int) -> None:

@@ -1,32 +1,41 @@
-"""LoRA fine-tuning of T3 on a folder of one speaker's recordings, ending with a merged model.
+"""LoRA fine-tuning of T3 on a folder of one speaker's recordings.
 
     python -m training.lora                                   # config.toml [training]: shipped sample, tiny preset
     python -m training.lora --model /path/to/official/weights --epochs 3 --lora.rank 32
     python -m training.lora --resume                          # continue the newest run from its last checkpoint
-    accelerate launch -m training.lora --model ...            # several GPUs, same code
+    accelerate launch --num_processes 2 -m training.lora --model ...   # two GPUs (add --cpu: two CPU processes)
 
 Every key of config.toml's [training] section (and its sub-tables lora, data, transcribe, ingest) is a flag:
-`--batch-size 8`, `--lora.alpha 64`, `--data.val-fraction 0.1`.
+`--batch-size 8`, `--lora.alpha 64`, `--data.val-fraction 0.1`; `--help` explains each.
+
+Features: mixed precision (bf16 or fp16 autocast, fp16 with a gradient scaler; the same code on CPU and GPU),
+several processes (DDP through accelerate: each process takes every n-th micro-batch, gradients are token-weighted
+so N processes train exactly like one with N times the accumulation), gradient accumulation and checkpointing,
+exact resume, validation, live metrics plot, export as a PEFT adapter and/or a merged official-layout model.
 
 What it does, top to bottom (`train`):
-  1. ingest `audio_dir` (validation, long files split at pauses), transcribe with Whisper (cached), build the
-     cached `datasets` rows (text tokens, S3 speech tokens, speaker embedding, prompt tokens);
-  2. wrap T3 in LoRA adapters (everything else frozen); AdamW with warmup and a cosine/linear schedule;
-  3. the loop: each step is `grad_accum` micro-batches; every row is conditioned on ANOTHER clip of the
-     speaker; loss = speech-token cross-entropy (+ text_loss_weight * text cross-entropy), padding masked and
-     micro-batches weighted by their target tokens; mixed precision and device placement by `accelerate`;
-     gradients unscaled, then clipped; validation loss every `eval_every` steps and at each epoch end;
-  4. checkpoints `output_dir/<run>/step-<n>/` (PEFT adapter, optimizer, scheduler, RNG, position in the data
-     order, effective config, the speaker's conds.pt), written atomically, the last `keep_last` kept;
-     metrics.jsonl and the live training_metrics.png beside them;
-  5. the adapter merged into T3 (checked against the adapter model's logits) and saved with the unchanged
-     VE, S3Gen and tokenizer in the official layout: `output_dir/<run>/merged/`.
+  1. ingest `audio_dir` (validation, long files split at pauses) and get transcripts (the user's, split over
+     segments where a long file was cut; else Whisper, cached) before any model is loaded, so bad or too little
+     data fails in seconds;
+  2. load the model, build the cached `datasets` rows (text tokens, S3 speech tokens, speaker embedding, prompt
+     tokens); wrap T3 in LoRA adapters (everything else frozen); AdamW with warmup and a cosine/linear schedule;
+  3. the loop: each step is `grad_accum` micro-batches per process; every row is conditioned on ANOTHER clip of
+     the speaker; loss = speech-token cross-entropy (+ text_loss_weight * text cross-entropy), padding masked and
+     micro-batches weighted by their target tokens across all processes; gradients unscaled, then clipped;
+     validation every `eval_every` steps and at each epoch end;
+  4. checkpoints `output_dir/<run>/step-<n>/` (PEFT adapter, optimizer, scheduler, gradient scaler, every
+     process's RNG, position in the data order, effective config, the base's identity, the speaker's conds.pt,
+     a model card), written atomically by the main process, the last `keep_last` kept;
+  5. export (`export`): `adapter/` (the final adapter; every command here loads it with its base) and/or
+     `merged/` (the adapter folded into T3, checked in float32 against the adapter model, saved with the
+     unchanged VE, S3Gen and tokenizer in the official layout).
 
 A run that stops for any reason resumes with `--resume` and ends with the same weights as one that did not.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -40,51 +49,61 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from inference.adapters import (AdapterMismatch, base_identity, check_settings, load_adapter, merge_verified,
+                                write_base_identity)
 from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
+from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
 from inference.settings import add_config_flags, config_from_dict, flag_overrides, load_config
 
-from .adapter import AdapterMismatch, LoraSettings, add_lora, check_settings, load_adapter, merge_verified
-from .dataset import DatasetConfig, T3Collator, batch_cond, build_dataset
-from .ingest import IngestConfig, ingest
+from .adapter import LoraSettings, add_lora, model_card, write_model_card
+from .dataset import DatasetConfig, T3Collator, build_dataset
+from .ingest import IngestConfig, IngestReport, audio_files, ingest
 from .metrics import MetricsLogger
-from .transcribe import TranscribeConfig, transcribe_files
+from .transcribe import TranscribeConfig, resolve_model, transcribe_clips
 
 log = logging.getLogger("training.lora")
 
 CONFIG_FILE = "training_config.json"
 STATE_FILE = "training_state.pt"
-HELDOUT_FILE = "heldout_clips.json"  # in merged/: validation clips, never trained on
+HELDOUT_FILE = "heldout_clips.json"  # in the exports: validation clips, never trained on
 SCHEDULES = ("cosine", "linear", "constant")
+EXPORTS = ("adapter", "merged", "both")
+# Below this much usable speech a warning says the voice will not generalise. Community LoRA recipes for
+# Chatterbox use 10-60 min of one speaker; we have no real weights here to measure the curve ourselves.
+RECOMMENDED_MINUTES = 10.0
+MAX_SKIPPED_IN_A_ROW = 25  # fp16 steps whose gradients overflowed: the scaler halves its scale each time (2^-25)
 
 
 @dataclass
 class TrainConfig:
-    model: str = "tiny"  # 'tiny' (random weights: no speech) | folder in the official layout | HF repo id
-    multilingual: bool = False  # train the multilingual model (then set data.language)
+    model: str = "tiny"
+    multilingual: bool = False
     audio_dir: str = "audio_data"
     output_dir: str = "checkpoints_dir"
-    run: str = ""  # run folder under output_dir; empty: lora-<date>-<time> (with --resume: the newest run)
+    run: str = ""
+    export: str = "adapter"
     epochs: int = 3
-    max_steps: int = 0  # stop after this many optimizer steps; 0: all epochs
+    max_steps: int = 0
     batch_size: int = 4
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1
     lr: float = 2e-4
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | linear | constant, each after a linear warmup
+    schedule: str = "cosine"
     warmup_steps: int = 10
-    max_grad_norm: float = 1.0  # clip the (unscaled) gradient norm to this; 0 disables clipping
-    text_loss_weight: float = 0.0  # weight of the text-token cross-entropy beside the speech one
-    exaggeration: float = 0.5  # emotion value the model is conditioned on, as at inference
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | no | bf16 | fp16
-    gradient_checkpointing: bool = False  # less memory, ~30% slower steps
-    device: str = "auto"  # auto: the GPU when there is one; cpu forces the CPU
+    max_grad_norm: float = 1.0
+    text_loss_weight: float = 0.0
+    exaggeration: float = 0.5
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    device: str = "auto"
     seed: int = 0
-    eval_every: int = 0  # validation every N steps (0: at epoch ends only)
-    save_every: int = 100  # checkpoint every N steps (and at each epoch end)
-    keep_last: int = 3  # checkpoints kept per run
+    eval_every: int = 0
+    save_every: int = 100
+    keep_last: int = 3
     plot_every_seconds: float = 10.0
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DatasetConfig = field(default_factory=DatasetConfig)
@@ -104,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.export not in EXPORTS:
+            raise ValueError(f"export must be one of {', '.join(EXPORTS)}, got {self.export!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.device not in ("auto", "cpu"):
@@ -128,11 +149,33 @@ def find_run(output_dir: Path, run: str, resume: bool) -> Path:
     if run:
         return output_dir / run
     if not resume:
-        return output_dir / time.strftime("lora-%Y%m%d-%H%M%S")
+        return output_dir / _same_on_every_process(time.strftime("lora-%Y%m%d-%H%M%S"))
     runs = [d for d in output_dir.iterdir() if d.is_dir() and step_dirs(d)] if output_dir.is_dir() else []
     if not runs:
         raise TrainingError(f"--resume: no run with a checkpoint in {output_dir}")
     return max(runs, key=lambda d: step_dirs(d)[-1].stat().st_mtime)
+
+
+def use_cpu(cfg: TrainConfig) -> bool:
+    return cfg.device == "cpu" or not torch.cuda.is_available()
+
+
+def process_state(cfg: TrainConfig):
+    """accelerate's view of the processes. CPU must be said explicitly: without it, processes started by
+    torchrun on a machine without a GPU each train alone (accelerate then sees no distributed setup)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu(cfg))
+
+
+def _same_on_every_process(value):
+    """`value` as the main process has it (a run name made from the clock must not differ between processes)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if PartialState().num_processes == 1:
+        return value
+    return broadcast_object_list([value])[0]
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path | None]:
@@ -140,6 +183,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path | 
     its checkpoint; flags given now override it, except the adapter's shape."""
     overrides = flag_overrides(args)
     cfg = load_config(TrainConfig, "training", args.config, overrides)
+    process_state(cfg)
     run_dir = find_run(Path(cfg.output_dir), cfg.run, args.resume)
     checkpoints = step_dirs(run_dir) if run_dir.is_dir() else []
     if not args.resume:
@@ -166,9 +210,49 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path | 
 
 # ------------------------------------------------------------------------------------------------ data
 
-def prepare_data(cfg: TrainConfig, model, accelerator):
-    """Clips -> transcripts -> cached rows. Raises TrainingError when nothing usable is left."""
+def check_audio_dir(cfg: TrainConfig) -> None:
+    """Seconds after the start, before any model loads: the folder exists and holds something to read."""
+    folder = Path(cfg.audio_dir)
+    if not folder.is_dir():
+        raise TrainingError(f"audio folder not found: {folder} (set --audio-dir, or put recordings in it)")
+    if not audio_files(folder, cfg.ingest):
+        raise TrainingError(f"{folder} holds no recordings (read are {' '.join(cfg.ingest.extensions)}): put "
+                            "10+ minutes of one speaker's speech there")
+
+
+def min_clips(cfg: TrainConfig) -> int:
+    """Clips the training contract needs: two to train on (each conditioned on the other, never on itself),
+    plus one held out for validation unless val_fraction is 0."""
+    return 2 + (cfg.data.val_fraction > 0)
+
+
+def too_little(n: int, minutes: float, cfg: TrainConfig, what: str) -> TrainingError:
+    need = min_clips(cfg)
+    return TrainingError(f"only {n} usable {what} ({minutes:.1f} min of speech); fine-tuning needs at least {need}: "
+                         "two to train on, each conditioned on the other's voice rather than its own"
+                         + (", and one held out for validation" if need == 3 else "")
+                         + f". Add recordings ({RECOMMENDED_MINUTES:g}+ minutes of one speaker is the aim)")
+
+
+def gather_clips(cfg: TrainConfig, accelerator) -> tuple[IngestReport, dict[str, str]]:
+    """Ingested clips and their transcripts; no model is needed yet. The main process works first, the others
+    then read its caches."""
     cache = Path(cfg.output_dir) / ".cache"
+    with accelerator.main_process_first():
+        report = ingest(cfg.audio_dir, cache, cfg.ingest)
+        accelerator.print(f"audio: {report.summary()}")
+        if not report.clips:
+            raise TrainingError(f"no usable audio in {cfg.audio_dir}: {report.summary()}. Add recordings of one "
+                                f"voice ({' '.join(cfg.ingest.extensions)}), each at least 1 s of speech")
+        if len(report.clips) < min_clips(cfg):
+            raise too_little(len(report.clips), report.minutes, cfg, "clips")
+        texts = transcribe_clips(report.clips, cfg.transcribe, cache / "transcripts",
+                                 progress=accelerator.is_main_process)
+    return report, texts
+
+
+def prepare_data(cfg: TrainConfig, model, report: IngestReport, texts: dict[str, str], accelerator):
+    """Cached rows from the clips, checked for the minimum the contract needs."""
     if model.t3.cfg.is_multilingual:
         if not cfg.data.language:
             raise TrainingError("the multilingual model needs the language of the recordings: --data.language fr")
@@ -177,70 +261,73 @@ def prepare_data(cfg: TrainConfig, model, accelerator):
             log.warning("Whisper transcribes as %r but the recordings are %r: set --transcribe.language",
                         cfg.transcribe.language, cfg.data.language)
     with accelerator.main_process_first():
-        report = ingest(cfg.audio_dir, cache, cfg.ingest)
-        if not report.clips:
-            raise TrainingError(f"no usable audio in {cfg.audio_dir}: {report.summary()}. Add WAV/FLAC/OGG "
-                                "recordings of one voice, each at least 1 s of speech")
-        accelerator.print(f"audio: {report.summary()}")
-        paths = [c.path for c in report.clips]
-        texts = transcribe_files(paths, cfg.transcribe, cache / "transcripts",
-                                 progress=accelerator.is_main_process)
         try:
-            data = build_dataset(report.clips, texts, model, cache, cfg.data, progress=accelerator.is_main_process)
+            data = build_dataset(report.clips, texts, model, Path(cfg.output_dir) / ".cache", cfg.data,
+                                 progress=accelerator.is_main_process)
         except ValueError as e:
             raise TrainingError(f"no usable training rows: {e}") from e
-    if len(data["train"]) == 0:
-        raise TrainingError("no clip is left for training after the validation split")
-    accelerator.print(f"dataset: {len(data['train'])} training clips, {len(data['validation'])} validation clips")
+    train_rows, val_rows = data["train"], data["validation"]
+    minutes = (sum(train_rows["duration"]) + sum(val_rows["duration"])) / 60
+    if len(train_rows) < 2 or (cfg.data.val_fraction > 0 and len(val_rows) == 0):
+        raise too_little(len(train_rows) + len(val_rows), minutes, cfg, "clips with transcripts")
+    accelerator.print(f"dataset: {len(train_rows)} training clips ({sum(train_rows['duration']) / 60:.1f} min), "
+                      f"{len(val_rows)} validation clips ({sum(val_rows['duration']) / 60:.1f} min)")
+    if minutes < RECOMMENDED_MINUTES:
+        accelerator.print(f"WARNING: {minutes:.1f} min of usable speech; a voice fine-tune wants "
+                          f"{RECOMMENDED_MINUTES:g}+ minutes, with less the adapter learns these few sentences "
+                          "rather than the voice")
     return data
 
 
 def voice_clip(train) -> str:
-    """The training clip closest to 10 s: the built-in voice (conds.pt) of the merged model."""
+    """The training clip closest to 10 s: the built-in voice (conds.pt) of the exports."""
     durations = np.asarray(train["duration"], dtype=float)
     return train["path"][int(np.argmin(np.abs(durations - 10.0)))]
 
 
-def epoch_steps(n_rows: int, epoch: int, cfg: TrainConfig, rank: int = 0, world: int = 1) -> list[list[list[int]]]:
-    """This process's optimizer steps of `epoch`: each a list of micro-batches of row indices.
+def epoch_steps(n_rows: int, epoch: int, cfg: TrainConfig, rank: int = 0,
+                world: int = 1) -> list[list[tuple[int, list[int]]]]:
+    """This process's optimizer steps of `epoch`: each a list of (micro-batch index in the epoch, row indices).
 
     The order is a pure function of (seed, epoch), so a resumed run sees exactly the batches it would have.
-    With several processes each takes every world-th micro-batch and all take the same number of steps.
+    With several processes, step s is the same set of micro-batches as in one process with `world` times the
+    accumulation: each process takes every world-th one, and all take the same number of steps.
     """
     order = np.random.default_rng([cfg.seed, epoch]).permutation(n_rows).tolist()
-    micro = [order[i:i + cfg.batch_size] for i in range(0, n_rows, cfg.batch_size)]
+    micro = [(i, order[j:j + cfg.batch_size]) for i, j in enumerate(range(0, n_rows, cfg.batch_size))]
     if world > 1:
         usable = len(micro) // world * world
         if usable == 0:
-            raise TrainingError(f"{n_rows} clips make fewer micro-batches than the {world} processes")
+            raise TrainingError(f"{n_rows} training clips make fewer micro-batches of {cfg.batch_size} than the "
+                                f"{world} processes: use a smaller --batch-size or fewer processes")
         micro = micro[rank:usable:world]
     return [micro[i:i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
 
 
 # ----------------------------------------------------------------------------------------- optimisation
 
-def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
-    from transformers import get_scheduler
+class SpeechObjective(nn.Module):
+    """T3's training loss as the forward of a module, so that DDP (which syncs gradients only for what runs
+    through forward) sees it. Returns (objective, speech loss, text loss), each a mean over target tokens."""
 
-    name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
-    return get_scheduler(name, optimizer, num_warmup_steps=min(cfg.warmup_steps, total_steps),
-                         num_training_steps=total_steps)
+    def __init__(self, t3, text_weight: float):
+        super().__init__()
+        self.t3 = t3
+        self.text_weight = text_weight
+
+    def forward(self, text_tokens, text_token_lens, speech_tokens, speech_token_lens, speaker_emb, prompt_tokens,
+                emotion_adv):
+        cond = T3Cond(speaker_emb=speaker_emb, cond_prompt_speech_tokens=prompt_tokens, emotion_adv=emotion_adv)
+        loss_text, loss_speech = self.t3.loss(cond, text_tokens, text_token_lens, speech_tokens, speech_token_lens)
+        return loss_speech + self.text_weight * loss_text, loss_speech, loss_text
 
 
-def choose_precision(cfg: TrainConfig) -> str:
-    if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
-    if cfg.device == "cpu" or not torch.cuda.is_available():
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+BATCH_TENSORS = ("text_tokens", "text_token_lens", "speech_tokens", "speech_token_lens", "speaker_emb",
+                 "prompt_tokens", "emotion_adv")
 
 
-def batch_loss(t3, batch: dict, device, text_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(objective, speech loss, text loss) of one collated micro-batch, each a mean over its target tokens."""
-    loss_text, loss_speech = t3.loss(batch_cond(batch, device), batch["text_tokens"].to(device),
-                                     batch["text_token_lens"].to(device), batch["speech_tokens"].to(device),
-                                     batch["speech_token_lens"].to(device))
-    return loss_speech + text_weight * loss_text, loss_speech, loss_text
+def batch_inputs(batch: dict, device) -> dict:
+    return {name: batch[name].to(device) for name in BATCH_TENSORS}
 
 
 def target_tokens(batch: dict) -> int:
@@ -248,23 +335,150 @@ def target_tokens(batch: dict) -> int:
     return int((batch["speech_token_lens"] - 1).sum())
 
 
+@dataclass
+class Precision:
+    """Autocast dtype and gradient scaler of a run, handled with torch.amp directly: accelerate leaves fp16 on a
+    CPU unscaled and in float32, so its path could not be the one users get on a GPU. Weights stay float32."""
+
+    name: str  # no | bf16 | fp16
+    device_type: str
+
+    def __post_init__(self) -> None:
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.name == "fp16")
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if device.type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warmup over `warmup_steps`, then cosine, linear or constant. The first step already has
+    lr / warmup_steps and the last a little above 0 (transformers' schedules spend the first step at 0)."""
+    warmup = min(cfg.warmup_steps, total_steps)
+
+    def factor(done: int) -> float:  # lr multiplier for the step after `done` completed ones
+        if done < warmup:
+            return (done + 1) / warmup
+        progress = (done - warmup) / max(1, total_steps - warmup)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress if cfg.schedule == "linear" else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class StepResult:
+    objective: float  # token-weighted mean over every process's micro-batches
+    loss_speech: float
+    grad_norm: float  # before clipping
+    lr: float  # the learning rate this step used
+    skipped: bool  # fp16: the scaler found inf/NaN gradients and skipped the update
+    tokens: int  # text + speech tokens this process consumed
+
+
+def micro_batch_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def optimizer_step(module, micro_batches: list[dict], seeds: list[int], optimizer, scheduler, precision: Precision,
+                   accelerator, max_grad_norm: float, params: list) -> StepResult:
+    """One optimizer step over this process's micro-batches, gradients accumulated without syncing until the
+    last. The step is the same however the work is spread over processes and accumulation: each micro-batch's
+    loss is weighted by its share of the step's target tokens over ALL processes (times the number of processes,
+    which DDP divides by), and its dropout (LoRA's, the perceiver's) draws from a generator seeded for that
+    micro-batch (`seeds`), not from a process's running random state."""
+    world = accelerator.num_processes
+    counts = [target_tokens(b) for b in micro_batches]
+    total = _sum_over_processes(accelerator, sum(counts))
+    objective = speech = 0.0
+    tokens = 0
+    bad_loss = None
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    for k, (batch, n, seed) in enumerate(zip(micro_batches, counts, seeds)):
+        weight = n / total
+        sync = accelerator.no_sync(module) if k < len(micro_batches) - 1 else contextlib.nullcontext()
+        with sync, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            with precision.autocast():
+                loss, loss_speech, _ = module(**batch_inputs(batch, accelerator.device))
+            precision.scaler.scale(loss.float() * (weight * world)).backward()
+        value = float(loss.detach())
+        bad_loss = bad_loss if math.isfinite(value) else value
+        objective += value * weight
+        speech += float(loss_speech.detach()) * weight
+        tokens += int(batch["text_token_lens"].sum() + batch["speech_token_lens"].sum())
+    # decided together, so that no process stops while the others wait for it; fp16 leaves it to the scaler
+    if _sum_over_processes(accelerator, int(bad_loss is not None)) and not precision.scaler.is_enabled():
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFinite(f"the loss became {bad_loss if bad_loss is not None else 'non-finite in another process'}")
+    precision.scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf))
+    if not math.isfinite(grad_norm) and not precision.scaler.is_enabled():
+        raise NonFinite(f"the gradient norm became {grad_norm}")
+    lr = scheduler.get_last_lr()[0]
+    scale = precision.scaler.get_scale()
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    skipped = precision.scaler.is_enabled() and precision.scaler.get_scale() < scale
+    if not skipped:
+        scheduler.step()  # a skipped update does not use up a step of the schedule
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(_sum_over_processes(accelerator, objective), _sum_over_processes(accelerator, speech),
+                      grad_norm, lr, skipped, tokens)
+
+
+class NonFinite(ArithmeticError):
+    """A loss or gradient norm that is NaN or infinite."""
+
+
 @torch.no_grad()
-def validate(t3, rows, pool, collator: T3Collator, cfg: TrainConfig, accelerator) -> float | None:
-    """Token-weighted mean speech loss over the validation split, each row with a fixed other clip's voice."""
+def validate(module: SpeechObjective, rows, pool, collator: T3Collator, cfg: TrainConfig, precision: Precision,
+             accelerator) -> float | None:
+    """Token-weighted mean speech loss over the validation split, each row with a fixed other clip's voice;
+    the batches are shared out over the processes."""
     if len(rows) == 0:
         return None
-    t3.eval()
+    module.eval()
     total, count = 0.0, 0
+    starts = list(range(0, len(rows), cfg.batch_size))[accelerator.process_index::accelerator.num_processes]
     try:
-        for i in range(0, len(rows), cfg.batch_size):
+        for i in starts:
             batch = collator(rows[i:i + cfg.batch_size], pool, step=i)
-            with accelerator.autocast():
-                _, loss_speech, _ = batch_loss(t3, batch, accelerator.device, 0.0)
+            with precision.autocast():
+                _, loss_speech, _ = module(**batch_inputs(batch, accelerator.device))
             n = target_tokens(batch)
             total, count = total + float(loss_speech) * n, count + n
     finally:
-        t3.train()
-    return total / max(count, 1)
+        module.train()
+    return _sum_over_processes(accelerator, total) / max(_sum_over_processes(accelerator, count), 1)
+
+
+def _sum_over_processes(accelerator, value):
+    if accelerator.num_processes == 1:
+        return value
+    summed = accelerator.reduce(torch.tensor(float(value), dtype=torch.float64, device=accelerator.device), "sum")
+    return type(value)(summed.item())
+
+
+def out_of_memory_help(cfg: TrainConfig) -> str:
+    smaller = max(1, cfg.batch_size // 2)
+    return (f"out of memory with batch_size {cfg.batch_size}: try --batch-size {smaller} --grad-accum "
+            f"{cfg.grad_accum * cfg.batch_size // smaller} (same effective batch), --gradient-checkpointing, "
+            "or --mixed-precision bf16")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -284,52 +498,147 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, peft_model, optimizer, scheduler, cfg: TrainConfig,
-                    conds, data_info: dict, keep_last: int) -> Path:
-    """Write step-<n>/ under a temporary name and rename it into place, then drop the oldest extra ones."""
+@dataclass
+class RunFacts:
+    """What the model cards and exports say about a run."""
+
+    cfg: TrainConfig
+    base: dict  # inference.adapters.base_identity
+    precision: str
+    processes: int
+    train_clips: int
+    train_minutes: float
+    val_clips: int
+    val_minutes: float
+    total_steps: int
+    train_loss: float | None = None  # the mean of the epoch just finished, else the last step's loss
+    val_loss: float | None = None
+
+    def table(self, step: int) -> dict[str, str]:
+        lora = self.cfg.lora
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        return {"training data": f"{self.train_minutes:.1f} min in {self.train_clips} clips (+ {self.val_minutes:.1f} "
+                                 f"min in {self.val_clips} held-out validation clips)",
+                "steps": f"{step} of {self.total_steps} (batch {self.cfg.batch_size} x accumulation "
+                         f"{self.cfg.grad_accum} x {self.processes} process(es), lr {self.cfg.lr:g}, "
+                         f"{self.cfg.schedule})",
+                "LoRA": f"rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, on "
+                        f"{', '.join(lora.targets)}",
+                "precision": self.precision,
+                "final train loss": fmt(self.train_loss), "final validation loss": fmt(self.val_loss)}
+
+
+def adapter_usage(folder: Path, base: str) -> list[str]:
+    return [f"python -m inference.tts --model {folder} --text \"Hello there.\" --out hello.wav",
+            f"python -m evaluation --tuned-model-path {folder}",
+            f"python -m training.merge --checkpoint {folder} --base {base} --out my_model   # official layout"]
+
+
+def save_checkpoint(run_dir: Path, step: int, accelerator, peft_model, optimizer, scheduler, precision: Precision,
+                    facts: RunFacts, conds, data_info: dict) -> Path:
+    """Write step-<n>/ under a temporary name and rename it into place, then drop the oldest extra ones.
+    Every process stores its own RNG state there; the main process writes the rest."""
     final = run_dir / f"step-{step}"
     tmp = run_dir / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(str(tmp))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "data": data_info}, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(json.dumps(asdict(cfg), indent=1))
-    conds.save(tmp / "conds.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in step_dirs(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub lookup
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": precision.scaler.state_dict(), "data": data_info}, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(facts.cfg), indent=1))
+        write_base_identity(tmp, facts.base)
+        conds.save(tmp / "conds.pt")
+        write_model_card(tmp, model_card(f"Checkpoint {run_dir.name}/step-{step}", facts.base, facts.table(step),
+                                         adapter_usage(final, facts.base["model"])))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in step_dirs(run_dir)[:-facts.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
 
 
-def out_of_memory_help(cfg: TrainConfig) -> str:
-    smaller = max(1, cfg.batch_size // 2)
-    return (f"out of memory with batch_size {cfg.batch_size}: try --batch-size {smaller} --grad-accum "
-            f"{cfg.grad_accum * cfg.batch_size // smaller} (same effective batch), --gradient-checkpointing, "
-            "or --mixed-precision bf16")
+def load_training_state(checkpoint: Path, rank: int) -> dict:
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+    rng_file = checkpoint / f"rng-{rank}.pt"
+    state["rng"] = torch.load(rng_file, weights_only=False) if rng_file.is_file() else state.get("rng")
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+def export(run_dir: Path, peft_model, model, conds, val_rows, facts: RunFacts, step: int) -> Path:
+    """Write `adapter/` and/or `merged/` (cfg.export), each atomically; returns the merged folder if written,
+    else the adapter folder. The adapter is saved first: merging folds it into T3 in place."""
+    heldout = json.dumps({"heldout_clips": [str(Path(p).resolve()) for p in val_rows["path"]]}, indent=2) + "\n"
+    written = {}
+    if facts.cfg.export in ("adapter", "both"):
+        folder = run_dir / "adapter"
+        tmp = run_dir / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub lookup
+        write_base_identity(tmp, facts.base)
+        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(facts.cfg), indent=1))
+        conds.save(tmp / "conds.pt")
+        (tmp / HELDOUT_FILE).write_text(heldout)  # `python -m evaluation` takes its reference voice from here
+        write_model_card(tmp, model_card(f"{run_dir.name} (LoRA adapter)", facts.base, facts.table(step),
+                                         adapter_usage(folder, facts.base["model"])))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        written["adapter"] = folder
+    if facts.cfg.export in ("merged", "both"):
+        folder = run_dir / "merged"
+        merged, diff = merge_verified(peft_model)
+        print(f"merged T3's float32 logits match the adapter model's (max relative difference {diff:.1e})")
+        model.t3 = merged.float().cpu()
+        model.s3gen.cpu(), model.ve.cpu()
+        model.conds = conds.to("cpu")
+        tmp = run_dir / ".merged.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_local(tmp)
+        write_base_identity(tmp, facts.base)
+        (tmp / HELDOUT_FILE).write_text(heldout)
+        write_model_card(tmp, model_card(f"{run_dir.name} (merged)", facts.base, facts.table(step),
+                                         [f"python -m inference.tts --model {folder} --text \"Hello there.\" "
+                                          "--out hello.wav", f"python -m evaluation --tuned-model-path {folder}"]))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        written["merged"] = folder
+    for kind, folder in written.items():
+        print(f"{'merged model' if kind == 'merged' else 'adapter'}: {folder}")
+    return written.get("merged") or written["adapter"]
 
 
 # ------------------------------------------------------------------------------------------------ recipe
 
 def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, model=None) -> Path:
-    """The whole recipe; returns the merged model folder.
+    """The whole recipe; returns the merged model folder when one is exported, else the adapter folder.
 
-    model: an already loaded ChatterboxTTS to fine-tune in place (its T3 is replaced by the merged one);
-    by default `cfg.model` is loaded.
+    model: an already loaded ChatterboxTTS to fine-tune in place; by default `cfg.model` is loaded.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=choose_precision(cfg))
+    # --- data first: no model is loaded before the recordings are known to be enough
+    check_audio_dir(cfg)
+    resolve_model(cfg.transcribe)
+    process_state(cfg)
+    accelerator = Accelerator(cpu=use_cpu(cfg), mixed_precision="no")  # precision: see Precision
     device = accelerator.device
+    report, texts = gather_clips(cfg, accelerator)
+
     if model is None:
         model = load_chatterbox(cfg.model, cfg.multilingual, device)
     if model.is_preset:
         accelerator.print("NOTE: the tiny preset has random weights; its losses and output say nothing about speech")
-
-    data = prepare_data(cfg, model, accelerator)
+    data = prepare_data(cfg, model, report, texts, accelerator)
     train_rows, val_rows = data["train"], data["validation"]
     conds = model.prepare_conditionals(voice_clip(train_rows), exaggeration=cfg.exaggeration)
     model.s3gen.cpu(), model.ve.cpu()  # not needed until the export: free accelerator memory
@@ -337,11 +646,12 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     val_collator = T3Collator.for_model(model, seed=cfg.seed + 1, emotion_adv=cfg.exaggeration)
 
     # --- model: LoRA on the Llama projections, everything else frozen
+    base = base_identity(model.t3, cfg.model)
     set_seed(cfg.seed)  # here, so the adapter's init and dropout do not depend on whether the data was cached
     if resume_from is not None:
         peft_model = load_adapter(model.t3, resume_from, trainable=True)
     else:
-        peft_model = add_lora(model.t3, cfg.lora)
+        peft_model = add_lora(model.t3, cfg.lora, base["model"])
     t3 = model.t3  # peft injected its layers into this module in place
     if cfg.gradient_checkpointing:
         t3.tfmr.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -357,93 +667,95 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     data_info = {"train_rows": len(train_rows), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                 "seed": cfg.seed, "order": "numpy default_rng([seed, epoch]).permutation"}
+                 "processes": world, "seed": cfg.seed, "order": "numpy default_rng([seed, epoch]).permutation"}
 
+    precision = Precision(choose_precision(cfg, device), device.type)
+    objective = SpeechObjective(t3, cfg.text_loss_weight)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
-    t3, optimizer = accelerator.prepare(t3, optimizer)
+    module, optimizer = accelerator.prepare(objective, optimizer)
+    accelerator.print(f"precision: {precision.name}; processes: {world}; {total_steps} steps "
+                      f"({steps_per_epoch} per epoch)")
 
     step = 0
     if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
-        if state["data"]["train_rows"] != len(train_rows) or state["data"]["steps_per_epoch"] != steps_per_epoch:
-            raise TrainingError(f"the training data or batching changed since {resume_from} "
-                                f"({state['data']['train_rows']} clips then, {len(train_rows)} now): "
-                                "the run cannot be resumed exactly; start a new run")
+        state = load_training_state(resume_from, rank)
+        then = state["data"]
+        if then["train_rows"] != len(train_rows) or then["steps_per_epoch"] != steps_per_epoch \
+                or then.get("processes", 1) != world:
+            raise TrainingError(f"the training data or batching changed since {resume_from} ({then['train_rows']} "
+                                f"clips and {then.get('processes', 1)} process(es) then, {len(train_rows)} and "
+                                f"{world} now): the run cannot be resumed exactly; start a new run")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         step = state["step"]
         accelerator.print(f"resumed {run_dir.name} from {resume_from.name}")
 
+    facts = RunFacts(cfg, base, precision.name, world, len(train_rows), sum(train_rows["duration"]) / 60,
+                     len(val_rows), sum(val_rows["duration"]) / 60, total_steps)
     metrics = None
     if accelerator.is_main_process:
         metrics = MetricsLogger(run_dir, plot_every_seconds=cfg.plot_every_seconds,
-                                resume=resume_from is not None, resume_step=step if resume_from else None)
+                                resume=resume_from is not None, resume_step=step if resume_from else None,
+                                total_steps=total_steps, max_grad_norm=cfg.max_grad_norm, background=True)
     last_saved = resume_from
     bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not accelerator.is_main_process)
 
     def checkpoint() -> None:
         nonlocal last_saved
-        if accelerator.is_main_process:
-            last_saved = save_checkpoint(run_dir, step, accelerator.unwrap_model(peft_model), optimizer, scheduler,
-                                         cfg, conds, data_info, cfg.keep_last)
-        accelerator.wait_for_everyone()
+        last_saved = save_checkpoint(run_dir, step, accelerator, peft_model, optimizer, scheduler, precision, facts,
+                                     conds, data_info)
 
     def evaluate(epoch: int) -> None:
-        val = validate(t3, val_rows, train_rows, val_collator, cfg, accelerator)
-        if val is not None and metrics is not None:
-            metrics.log_val(step, epoch, val)
-            bar.set_postfix_str(f"{bar.postfix}, val {val:.3f}" if bar.postfix else f"val {val:.3f}")
+        facts.val_loss = validate(accelerator.unwrap_model(module), val_rows, train_rows, val_collator, cfg,
+                                  precision, accelerator)
+        if facts.val_loss is not None and metrics is not None:
+            metrics.log_val(step, epoch, facts.val_loss)
+            bar.set_postfix_str(f"{bar.postfix}, val {facts.val_loss:.3f}" if bar.postfix else
+                                f"val {facts.val_loss:.3f}")
 
     # --- the loop
+    skipped_in_a_row = 0
     try:
         while step < total_steps:
             epoch, first = divmod(step, steps_per_epoch)
             steps = epoch_steps(len(train_rows), epoch, cfg, rank, world)
             for index in range(first, len(steps)):
                 started = time.perf_counter()
-                micro_batches = [collator(train_rows[ids], train_rows, step=epoch * 1_000_000 + index * 1000 + k)
-                                 for k, ids in enumerate(steps[index])]
-                n_targets = sum(target_tokens(b) for b in micro_batches)
-                objective, speech_sum, tokens = 0.0, 0.0, 0
-                for k, batch in enumerate(micro_batches):
-                    weight = target_tokens(batch) / n_targets  # micro-batches count by their target tokens
-                    sync = accelerator.no_sync(t3) if k < len(micro_batches) - 1 else _nullcontext()
-                    with sync:
-                        with accelerator.autocast():
-                            loss, loss_speech, _ = batch_loss(t3, batch, device, cfg.text_loss_weight)
-                        if not torch.isfinite(loss):
-                            raise TrainingError(f"the loss became {float(loss.detach())} at step {step + 1}; stopped. "
-                                                f"Last good checkpoint: {last_saved or 'none yet'} (resume it with "
-                                                "--resume, perhaps with a lower --lr)")
-                        accelerator.backward(loss * weight)
-                    objective += float(loss.detach()) * weight
-                    speech_sum += float(loss_speech.detach()) * weight
-                    tokens += int(batch["text_token_lens"].sum() + batch["speech_token_lens"].sum())
-                grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-                grad_norm = float(grad_norm)
-                if not math.isfinite(grad_norm) and accelerator.mixed_precision != "fp16":
-                    raise TrainingError(f"the gradient norm became {grad_norm} at step {step + 1}; stopped. "
-                                        f"Last good checkpoint: {last_saved or 'none yet'}")
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                # conditioning is drawn per micro-batch of the epoch: the same whatever the processes/accumulation
+                micro_batches = [collator(train_rows[ids], train_rows, step=epoch * 1_000_000 + m)
+                                 for m, ids in steps[index]]
+                seeds = [micro_batch_seed(cfg.seed, epoch, m) for m, _ in steps[index]]
+                try:
+                    result = optimizer_step(module, micro_batches, seeds, optimizer, scheduler, precision,
+                                            accelerator, cfg.max_grad_norm, params)
+                except NonFinite as e:
+                    raise TrainingError(f"{e} at step {step + 1}; stopped. Last good checkpoint: "
+                                        f"{last_saved or 'none yet'} (resume it with --resume, perhaps with a "
+                                        "lower --lr)") from None
                 step += 1
-
-                objective = _mean_over_processes(accelerator, objective)
-                rate = tokens * world / (time.perf_counter() - started)
+                skipped_in_a_row = skipped_in_a_row + 1 if result.skipped else 0
+                if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    raise TrainingError(f"fp16: the last {skipped_in_a_row} steps overflowed and were skipped (loss "
+                                        f"scale now {precision.scaler.get_scale():g}); use --mixed-precision bf16 "
+                                        "if the GPU has it, or a lower --lr. Last good checkpoint: "
+                                        f"{last_saved or 'none yet'}")
+                facts.train_loss = result.objective  # replaced by the epoch's mean when the epoch ends
+                rate = _sum_over_processes(accelerator, result.tokens) / (time.perf_counter() - started)
                 if metrics is not None:
-                    metrics.log_train(step, epoch, objective, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
-                                      tokens_per_s=rate, loss_speech=_mean_over_processes(accelerator, speech_sum))
+                    metrics.log_train(step, epoch, result.objective, lr=result.lr, grad_norm=result.grad_norm,
+                                      tokens_per_s=rate, loss_speech=result.loss_speech, skipped=result.skipped)
                 bar.update(1)
-                bar.set_postfix(loss=f"{objective:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                bar.set_postfix(loss=f"{result.objective:.3f}", lr=f"{result.lr:.1e}")
 
                 epoch_done = index == len(steps) - 1
                 if (cfg.eval_every and step % cfg.eval_every == 0) or epoch_done:
                     evaluate(epoch)
                 if epoch_done and metrics is not None:
-                    metrics.end_epoch(epoch, step)
+                    facts.train_loss = metrics.end_epoch(epoch, step)
                 if epoch_done or step == total_steps or (cfg.save_every and step % cfg.save_every == 0):
                     checkpoint()
                 if step == total_steps:
@@ -459,52 +771,26 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
         if metrics is not None:
             metrics.close()
 
-    # --- export: merged T3 + the unchanged rest, in the official layout
-    merged_dir = run_dir / "merged"
+    # --- export: the adapter and/or the merged T3 + the unchanged rest, in the official layout
+    out = None
     if accelerator.is_main_process:
-        peft_model = accelerator.unwrap_model(peft_model)
-        merged, diff = merge_verified(peft_model)
-        model.t3 = merged.float().cpu()
-        model.s3gen.cpu(), model.ve.cpu()
-        model.conds = conds.to("cpu")
-        tmp = run_dir / ".merged.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_local(tmp)
-        # clips the adapter never trained on: `python -m evaluation` takes its reference voice from here
-        heldout = [str(Path(p).resolve()) for p in val_rows["path"]]
-        (tmp / HELDOUT_FILE).write_text(json.dumps({"heldout_clips": heldout}, indent=2) + "\n")
-        shutil.rmtree(merged_dir, ignore_errors=True)
-        os.replace(tmp, merged_dir)
-        accelerator.print(f"merged logits match the adapter model's (max relative difference {diff:.1e})")
-        accelerator.print(f"metrics plot: {run_dir / 'training_metrics.png'}")
-        accelerator.print(f"merged model: {merged_dir}")
+        out = export(run_dir, peft_model, model, conds, val_rows, facts, step)
+        print(f"metrics plot: {run_dir / 'training_metrics.png'}")
     accelerator.wait_for_everyone()
-    return merged_dir
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _mean_over_processes(accelerator, value: float) -> float:
-    if accelerator.num_processes == 1:
-        return value
-    return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction="mean"))
+    return _same_on_every_process(out)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.lora", description=__doc__.split("\n\n")[0],
+                                epilog="Flags override config.toml's [training] section (--config picks another "
+                                       "file); the defaults shown are that file's values.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
     p.add_argument("--resume", action="store_true",
                    help="continue --run (default: the newest run in output_dir) from its last checkpoint")
-    add_config_flags(p, TrainConfig)
+    add_config_flags(p, TrainConfig, "training")
     return p
 
 
@@ -515,11 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg, run_dir, resume_from = resolve_config(args)
-        run_dir.mkdir(parents=True, exist_ok=True)
         print(f"run: {run_dir}", file=sys.stderr)
         train(cfg, run_dir, resume_from)
     except (TrainingError, AdapterMismatch, CheckpointError, ValueError, FileNotFoundError,
-            NotADirectoryError) as e:
+            NotADirectoryError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

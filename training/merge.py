@@ -1,12 +1,15 @@
 """Fold a LoRA checkpoint into its base model and save the official layout.
 
-    python -m training.merge --checkpoint checkpoints_dir/<run>/step-<n> --base <model folder|repo id|tiny> --out <folder>
+    python -m training.merge --checkpoint checkpoints_dir/<run>/adapter --base <model folder|repo id|tiny> --out <folder>
 
-Rank, alpha and targets come from the checkpoint's own adapter_config.json. `--rank`/`--alpha` are a check,
-not a setting: when they differ from the adapter's, the merge is refused with both values named. After merging,
-the merged T3 must give the adapter model's logits on a fixed probe input, and the command says by how much they
-differ. The output holds the merged T3 beside the base's VE, S3Gen and tokenizer, and the checkpoint's
-conds.pt (the training speaker's voice) when it has one; `ChatterboxTTS.from_local(out)` loads it.
+`--checkpoint` is a run's adapter/ or any step-<n>/ folder. Rank, alpha and targets come from its own
+adapter_config.json; `--rank`/`--alpha` are a check, not a setting, and the adapter must agree with the run that
+trained it (training_config.json): a mismatch is refused with both values named. `--base` must be the model the
+adapter was trained on (family, T3 configuration and a SHA-256 of the T3 weights, recorded in
+chatterbox_base.json); another base is refused with what differs. After merging, the merged T3 must give the
+adapter model's float32 logits on a fixed probe input, and the command says by how much they differ. The output
+holds the merged T3 beside the base's VE, S3Gen and tokenizer, and the checkpoint's conds.pt (the training
+speaker's voice) when it has one; `ChatterboxTTS.from_local(out)` loads it.
 """
 from __future__ import annotations
 
@@ -17,11 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from inference.adapters import BASE_FILE, AdapterMismatch, apply_adapter, check_settings
 from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
-from inference.conditionals import Conditionals
-
-from .adapter import AdapterMismatch, check_settings, load_adapter, merge_verified
 
 
 def merge_checkpoint(checkpoint: str | Path, base: str, out: str | Path, rank: int | None = None,
@@ -34,13 +35,13 @@ def merge_checkpoint(checkpoint: str | Path, base: str, out: str | Path, rank: i
     model = load_chatterbox(base, multilingual, device)
     print(f"adapter: rank {config['r']}, alpha {config['lora_alpha']:g}, targets {config['target_modules']}",
           file=sys.stderr)
-    merged, diff = merge_verified(load_adapter(model.t3, checkpoint))
-    model.t3 = merged
-    if (checkpoint / "conds.pt").is_file():
-        model.conds = Conditionals.load(checkpoint / "conds.pt").to(model.device)
+    diff = apply_adapter(model, checkpoint)  # checks the base, merges, verifies, takes the voice
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_local(tmp)
+    for name in (BASE_FILE, "README.md"):  # which base, and the model card
+        if (checkpoint / name).is_file():
+            shutil.copy(checkpoint / name, tmp / name)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return diff

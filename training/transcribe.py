@@ -327,6 +327,81 @@ def transcribe_files(paths: Iterable[str | Path], cfg: TranscribeConfig | None =
     return out
 
 
+def split_transcript(text: str, segment_texts: Sequence[str], min_matched: float = 0.5) -> list[str] | None:
+    """Cut a user's transcript of a whole recording into the parts spoken in each of its consecutive segments.
+
+    `segment_texts` are Whisper's transcripts of the segments, in order. The user's words are aligned to
+    Whisper's (a minimal word-level edit alignment of normalised words, by rapidfuzz), each word goes to the segment of the Whisper word it matches (or
+    replaces), and words Whisper missed go with the segment of the word before. The user's words are kept as
+    written. None when the alignment cannot be trusted: fewer than `min_matched` of Whisper's words match, or
+    a segment would get no words (a wrong or partial transcript, or a Whisper failure).
+    """
+    tokens = text.split()
+    sub = [(i, w) for i, token in enumerate(tokens) for w in normalize_for_wer(token).split()]
+    hyp = [(k, w) for k, seg in enumerate(segment_texts) for w in normalize_for_wer(seg).split()]
+    if not sub or not hyp:
+        return None
+    from rapidfuzz.distance import Levenshtein
+
+    owner: list[int | None] = [None] * len(tokens)
+    matched = 0
+    for tag, a1, a2, b1, b2 in Levenshtein.opcodes([w for _, w in sub], [w for _, w in hyp]):
+        if tag not in ("equal", "replace"):
+            continue
+        matched += (a2 - a1) if tag == "equal" else 0
+        for j in range(a1, a2):
+            token = sub[j][0]
+            if owner[token] is None:  # a hyphenated token's first word decides
+                owner[token] = hyp[b1 + (j - a1) * (b2 - b1) // (a2 - a1)][0]
+    if matched < min_matched * len(hyp):
+        return None
+    first = next(o for o in owner if o is not None)
+    parts: list[list[str]] = [[] for _ in segment_texts]
+    current = first
+    for token, o in zip(tokens, owner):
+        current = max(current, o) if o is not None else current  # words stay in order
+        parts[current].append(token)
+    if any(not p for p in parts):
+        return None
+    return [" ".join(p) for p in parts]
+
+
+def transcribe_clips(clips: Sequence, cfg: TranscribeConfig | None = None, cache_dir: str | Path | None = None,
+                     progress: bool = True, transcriber: Transcriber | None = None) -> dict[str, str]:
+    """Text for every ingested clip (training.ingest.Clip), keyed by clip path.
+
+    A clip that is a whole file gets what `transcribe_files` gives it (the user's transcript when there is one).
+    Segments cut from a longer file have no transcript of their own: when the user wrote one for the file, it
+    is split over the segments with `split_transcript` (Whisper's segment texts locate the cuts); when that
+    alignment fails, the file is named in a warning and Whisper's texts are used.
+    """
+    paths = [str(c.path) for c in clips]
+    texts = transcribe_files(paths, cfg, cache_dir, progress, transcriber)
+    user = UserTranscripts()
+    by_source: dict[Path, list] = {}
+    for clip in clips:
+        if Path(clip.path) != Path(clip.source):
+            by_source.setdefault(Path(clip.source), []).append(clip)
+    aligned = files = 0
+    for source, segments in by_source.items():
+        written = user.find(source)
+        if written is None:
+            continue
+        segments = sorted(segments, key=lambda c: c.start)
+        parts = split_transcript(written, [texts[str(c.path)] for c in segments])
+        if parts is None:
+            log.warning("%s: your transcript could not be aligned to the %d segments this file was split into "
+                        "(it differs too much from what Whisper hears); Whisper's text is used for them. Split "
+                        "the file yourself, with a transcript per part, to use yours", source, len(segments))
+            continue
+        for clip, part in zip(segments, parts):
+            texts[str(clip.path)] = part
+        aligned, files = aligned + len(segments), files + 1
+    if aligned:
+        log.info("transcripts: your transcripts of %d long files were split over their %d segments", files, aligned)
+    return texts
+
+
 _APOSTROPHES = re.compile(r"['\u2019\u02bc]")
 
 

@@ -15,7 +15,9 @@ import pytest
 import soundfile as sf
 
 from evaluation import evaluate as recipe
+from evaluation.config import EvalConfig
 from evaluation.results import RESULTS_FILE, read_results
+from inference.settings import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CLIP = PROJECT_ROOT / "audio_data" / "espeak_sample" / "sample_001.flac"
@@ -44,7 +46,7 @@ def fast(tmp_path: Path, **extra) -> dict:
 
 @pytest.mark.parametrize("settings, message", [
     ({"base_model_path": '"/no/such/model"'}, "base_model_path='/no/such/model' does not exist"),
-    ({"tuned_model_path": '"latest"', "checkpoints_dir": '"/no/such/dir"'}, "holds no merged model"),
+    ({"tuned_model_path": '"latest"', "checkpoints_dir": '"/no/such/dir"'}, "holds no training output"),
     ({"reference_audio": '["/no/such.wav"]'}, "reference clip /no/such.wav does not exist"),
     ({"sentences": '"klingon"'}, "klingon"),
     ({"colour": '"blue"'}, "unknown key 'colour'"),
@@ -184,6 +186,24 @@ def test_models_made_from_the_tiny_preset_are_labelled_synthetic(tmp_path):
     (merged / T3_CONFIG_FILE).write_text(json.dumps({**asdict(T3Config.tiny()), "num_layers": 3}))
     assert not recipe.is_synthetic(str(merged))  # another size: an experiment, not known to be random
     assert not recipe.is_synthetic(str(tmp_path / "official"))  # official folders have no sidecar
+
+
+def test_an_adapter_folder_is_a_model(tmp_path):
+    """training.lora's default export is an adapter: evaluation takes it (and 'latest' finds it); a run folder
+    given by mistake is answered with the folder to give."""
+    from inference.adapters import base_identity, write_base_identity
+    from inference.presets import tiny_t3
+
+    cfg = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml", [f"checkpoints_dir={tmp_path}"])
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    write_base_identity(adapter, base_identity(tiny_t3(), "tiny"))
+    assert recipe.resolve_model_path(str(adapter), "tuned_model_path", cfg) == str(adapter)
+    assert recipe.resolve_model_path("latest", "tuned_model_path", cfg) == str(adapter)
+    assert recipe.is_synthetic(str(adapter))  # trained on the tiny preset
+    with pytest.raises(recipe.EvaluationError, match=f"is a training run folder: give {adapter}"):
+        recipe.resolve_model_path(str(tmp_path / "run"), "tuned_model_path", cfg)
 
 
 def test_shipped_config_documents_every_key_and_each_is_a_flag():

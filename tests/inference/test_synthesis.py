@@ -298,6 +298,22 @@ def test_too_short_reference(english, speech, tmp_path):
     assert english.conds is voice
 
 
+@pytest.mark.parametrize("rate", [16000, 24000])
+def test_non_finite_reference_file(english, speech, tmp_path, rate):
+    """A float WAV holding NaN at a rate that needs resampling used to fail inside librosa with a traceback."""
+    import librosa
+
+    wav = librosa.resample(speech.wav, orig_sr=speech.sr, target_sr=rate)
+    wav[500:510] = np.nan
+    path = tmp_path / f"nan{rate}.wav"
+    sf.write(str(path), wav, rate, subtype="FLOAT")
+    voice = english.conds
+    with pytest.raises(AudioError, match="NaN or infinite samples") as err:
+        english.prepare_conditionals(path)
+    assert str(path) in str(err.value)
+    assert english.conds is voice
+
+
 def test_stereo_reference_is_downmixed(english, speech, speech_conds, tmp_path, restore_voice, caplog):
     # Channels differ, their mean is the mono clip: taking one channel would give another voice.
     other = 0.3 * np.roll(speech.wav, speech.sr // 3)

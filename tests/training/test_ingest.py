@@ -88,7 +88,17 @@ def run(tmp_path_factory):
     start = librosa.effects.trim(normal, top_db=40)[1][0]
     sf.write(audio / "short.wav", normal[start : start + SR // 2], SR)
     sf.write(audio / "clipped.wav", np.clip(_speak(SENTENCES[1], tmp) * 30, -1, 1), SR, subtype="PCM_16")
-    (audio / "notes.mp3").write_text("not audio at all\n")
+    # limited at +-0.5, then scaled to a 0.89 peak: never at full scale, yet flat-topped
+    loud = _speak(SENTENCES[3], tmp)
+    sf.write(audio / "limited.wav", np.clip(loud / np.abs(loud).max() * 2.0, -0.5, 0.5) / 0.5 * 0.89, SR)
+    (audio / "voice_memo.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    (audio / "empty.wav").write_bytes(b"")
+    broken = librosa.resample(_speak(SENTENCES[4], tmp), orig_sr=SR, target_sr=16000)
+    broken[1000:1010] = np.nan  # a float WAV from a broken pipeline, at a rate that needs resampling
+    sf.write(audio / "nan16k.wav", broken, 16000, subtype="FLOAT")
+    sf.write(audio / "memo.mp3", _speak(SENTENCES[5], tmp), SR, format="MP3")
+    phone = librosa.resample(_speak(SENTENCES[6], tmp), orig_sr=SR, target_sr=8000)
+    sf.write(audio / "phone8k.wav", phone, 8000)
     mono = _speak(SENTENCES[2], tmp)
     stereo = librosa.resample(mono, orig_sr=SR, target_sr=48000)
     sf.write(audio / "sub" / "stereo48k.flac", np.stack([stereo, 0.7 * stereo], axis=1), 48000)
@@ -138,8 +148,12 @@ def test_bad_files_skipped_with_reasons(run, caplog):
     assert reasons["silence.wav"] == "silent"
     assert re.fullmatch(r"too short \(0\.\d+ s of sound\)", reasons["short.wav"])
     assert re.fullmatch(r"clipped \(\d+\.\d% of samples at full scale\)", reasons["clipped.wav"])
-    assert reasons["notes.mp3"] == "unsupported extension"
-    assert len(reasons) == 5  # transcripts and notes are ignored, not skipped
+    assert re.fullmatch(r"clipped \(\d+\.\d% of samples flat at the peak, 0\.89 of full scale.*", reasons["limited.wav"])
+    assert reasons["voice_memo.m4a"].startswith("unsupported format (.m4a; read are .wav .flac .ogg")
+    assert ".mp3" in reasons["voice_memo.m4a"] and "ffmpeg -i voice_memo.m4a voice_memo.wav" in reasons["voice_memo.m4a"]
+    assert reasons["empty.wav"] == "empty (0 bytes)"
+    assert reasons["nan16k.wav"] == "non-finite samples (NaN or infinity)"
+    assert len(reasons) == 8  # transcripts and notes are ignored, not skipped
     with caplog.at_level(logging.WARNING, logger="training.ingest"):
         ingest(run[0], run[1])
     logged = " ".join(r.getMessage() for r in caplog.records)
@@ -151,15 +165,36 @@ def test_stereo_48k_accepted(run):
     assert clip.path == clip.source and clip.duration == pytest.approx(sf.info(clip.path).duration, abs=1e-3)
 
 
+def test_mp3_is_read(run):
+    (clip,) = _clips(run[2], "memo.mp3")
+    assert clip.path == clip.source and 2.0 < clip.duration < 6.0
+
+
+def test_narrow_band_kept_with_a_warning(run, tmp_path):
+    audio, _, report, _ = run
+    assert [c.source.name for c in report.clips if c.source.name == "phone8k.wav"] == ["phone8k.wav"]
+    warned = {p.name: w for p, w in report.warnings}
+    assert warned == {"phone8k.wav": "narrow-band (recorded at 8000 Hz: nothing above 4000 Hz)"}
+    # the same telephone audio saved at 24 kHz is still narrow-band
+    phone = load_audio(audio / "phone8k.wav", SR)
+    folder = tmp_path / "a"
+    folder.mkdir()
+    sf.write(folder / "upsampled.wav", phone, SR)
+    again = ingest(folder, tmp_path / "cache")
+    assert len(again.clips) == 1 and "almost no sound above 4000 Hz" in again.warnings[0][1]
+    assert "1 with warnings" in again.summary()
+
+
 def test_summary_counts(run):
     report = run[2]
-    counts = {"clipped": 1, "silent": 1, "too short": 1, "unreadable": 1, "unsupported extension": 1}
+    counts = {"clipped": 2, "empty": 1, "non-finite samples": 1, "silent": 1, "too short": 1, "unreadable": 1,
+              "unsupported format": 1}
     assert report.skip_counts() == counts
     sources = {c.source.name for c in report.clips}
-    assert sources == {"normal.wav", "long.wav", "stereo48k.flac"}
+    assert sources == {"normal.wav", "long.wav", "stereo48k.flac", "memo.mp3", "phone8k.wav"}
     summary = report.summary()
-    assert summary.startswith(f"kept {len(report.clips)} clips from 3 files ({report.minutes:.1f} min)")
-    assert all(f"{k}: {n}" in summary for k, n in counts.items()) and "skipped 5 files" in summary
+    assert summary.startswith(f"kept {len(report.clips)} clips from 5 files ({report.minutes:.1f} min)")
+    assert all(f"{k}: {n}" in summary for k, n in counts.items()) and "skipped 8 files" in summary
 
 
 def test_audio_dir_unchanged(run):

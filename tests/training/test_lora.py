@@ -4,6 +4,8 @@ stops with a message that says what to do."""
 from __future__ import annotations
 
 import json
+import re
+import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +18,14 @@ import torch
 from safetensors.torch import load_file
 
 from inference import ChatterboxMultilingualTTS, ChatterboxTTS
+from inference.adapters import check_base, t3_fingerprint
+from inference.chatterbox import load_chatterbox
 from inference.presets import tiny_t3
 from inference.settings import PROJECT_ROOT, config_keys, load_config
 from training import lora
-from training.adapter import AdapterMismatch, LoraSettings, load_adapter, probe_batch, probe_logits
+from inference.adapters import AdapterMismatch, load_adapter, probe_batch, probe_logits
+from training.adapter import LoraSettings
+from training.dataset import DatasetConfig
 from training.lora import TrainConfig, TrainingError, build_parser, epoch_steps, resolve_config, step_dirs, train
 from training.metrics import load_metrics
 
@@ -61,9 +67,10 @@ def train_losses(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def test_loss_decreases_and_outputs_are_complete(audio, output, english):
-    cfg = config(audio, output, "learn", epochs=8, lr=5e-3, save_every=0)
+    cfg = config(audio, output, "learn", epochs=8, lr=5e-3, save_every=0, export="both")
     run = output / "learn"
     merged = train(cfg, run, model=fresh_model(english))
+    assert merged == run / "merged"
 
     losses = [loss for _, loss in train_losses(run)]
     assert len(losses) == 8 * 4  # 7 training clips (1 held out), batches of 2 -> 4 steps per epoch
@@ -72,8 +79,9 @@ def test_loss_decreases_and_outputs_are_complete(audio, output, english):
     assert sum(r["kind"] == "val" for r in records) == 8 and sum(r["kind"] == "epoch" for r in records) == 8
     train_records = [r for r in records if r["kind"] == "train"]
     assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 for r in train_records)
-    lrs = [r["lr"] for r in train_records]  # 1 warmup step to 5e-3, then cosine down to 0
-    assert lrs[0] == pytest.approx(5e-3) and all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 1e-4
+    lrs = [r["lr"] for r in train_records]  # the lr each step used: 1 warmup step at 5e-3, then cosine towards 0
+    assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(5e-3)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 1e-4
     assert (run / "training_metrics.png").stat().st_size > 10_000
 
     # checkpoints: the last keep_last epoch ends, each a standard PEFT adapter with the full training state
@@ -81,28 +89,51 @@ def test_loss_decreases_and_outputs_are_complete(audio, output, english):
     last = step_dirs(run)[-1]
     adapter_cfg = json.loads((last / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 4 and adapter_cfg["lora_alpha"] == 8 and adapter_cfg["peft_type"] == "LORA"
+    assert adapter_cfg["base_model_name_or_path"] == "tiny"
     assert json.loads((last / "training_config.json").read_text())["lr"] == 5e-3
+    base = json.loads((last / "chatterbox_base.json").read_text())
+    assert base["model"] == "tiny" and base["family"] == "english" and base["t3_sha256"] == t3_fingerprint(tiny_t3())
     assert not list(run.glob(".*tmp"))
 
-    # the merged folder is the official layout and loads like the official model; it equals the adapter model
+    # the adapter export: the final adapter, its voice, the held-out clips and a real model card
+    adapter = run / "adapter"
+    assert load_file(str(adapter / "adapter_model.safetensors")).keys() == \
+        load_file(str(last / "adapter_model.safetensors")).keys()
+    card = (adapter / "README.md").read_text()
+    assert "More Information Needed" not in card and base["t3_sha256"] in card and "rank 4, alpha 8" in card
+    assert "0.7 min in 7 clips" in card and "32 of 32" in card and "final validation loss" in card
+    assert f"--model {adapter}" in card and "Synthetic base" in card
+
+    # the merged folder is the official layout and loads like the official model; it equals the adapter model,
+    # read with stock peft, and the adapter folder loaded by our loader
     assert (merged / "t3_cfg.safetensors").is_file() and (merged / "conds.pt").is_file()
     heldout = json.loads((merged / "heldout_clips.json").read_text())["heldout_clips"]
     assert len(heldout) == 1 and Path(heldout[0]).is_file()  # the one validation clip: evaluation's reference
+    assert json.loads((adapter / "heldout_clips.json").read_text())["heldout_clips"] == heldout
     loaded = ChatterboxTTS.from_local(merged)
-    adapted = load_adapter(tiny_t3(), last).get_base_model()
+    from peft import PeftModel
+    stock = PeftModel.from_pretrained(tiny_t3(), str(adapter)).get_base_model()
     probe = probe_batch(loaded.t3.cfg)
-    torch.testing.assert_close(probe_logits(loaded.t3, probe), probe_logits(adapted, probe), rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(probe_logits(tiny_t3(), probe), probe_logits(adapted, probe), atol=1e-3)
+    torch.testing.assert_close(probe_logits(loaded.t3, probe), probe_logits(stock, probe), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(probe_logits(tiny_t3(), probe), probe_logits(stock, probe), atol=1e-3)
+    via_adapter = load_chatterbox(adapter)
+    torch.testing.assert_close(probe_logits(via_adapter.t3, probe), probe_logits(loaded.t3, probe), rtol=1e-4,
+                               atol=1e-4)
     # the built-in voice is the training speaker's, not the preset's synthetic one
     assert not torch.equal(loaded.conds.t3.speaker_emb, english.conds.t3.speaker_emb.cpu())
+    torch.testing.assert_close(via_adapter.conds.t3.speaker_emb, loaded.conds.t3.speaker_emb)
 
 
-def test_killed_run_resumes_to_the_same_adapter(audio, output, english, monkeypatch):
-    cfg = config(audio, output, "straight")
-    train(cfg, output / "straight", model=fresh_model(english))
+class Killed(Exception):
+    pass
 
-    class Killed(Exception):
-        pass
+
+@pytest.mark.parametrize("precision", ["no", "fp16"])
+def test_killed_run_resumes_to_the_same_adapter(audio, output, english, monkeypatch, precision):
+    """fp16 too: the gradient scaler's state is checkpointed, and a step the scaler skips does not advance the
+    learning-rate schedule, so the resumed run ends bit-identical to the uninterrupted one."""
+    cfg = config(audio, output, f"straight-{precision}", mixed_precision=precision)
+    train(cfg, output / cfg.run, model=fresh_model(english))
 
     real_log = lora.MetricsLogger.log_train
 
@@ -112,27 +143,84 @@ def test_killed_run_resumes_to_the_same_adapter(audio, output, english, monkeypa
             raise Killed()
 
     monkeypatch.setattr(lora.MetricsLogger, "log_train", log_then_die)
-    broken = replace(cfg, run="interrupted")
+    broken = replace(cfg, run=f"interrupted-{precision}")
     with pytest.raises(Killed):
-        train(broken, output / "interrupted", model=fresh_model(english))
-    assert step_dirs(output / "interrupted")[-1].name == "step-4"
+        train(broken, output / broken.run, model=fresh_model(english))
+    assert step_dirs(output / broken.run)[-1].name == "step-4"
     monkeypatch.setattr(lora.MetricsLogger, "log_train", real_log)
 
-    args = build_parser().parse_args(["--resume", "--run", "interrupted", "--output-dir", str(output),
+    args = build_parser().parse_args(["--resume", "--run", broken.run, "--output-dir", str(output),
                                       "--audio-dir", str(audio)])
     resumed_cfg, run_dir, last = resolve_config(args)
     assert last.name == "step-4" and resumed_cfg.lora.rank == 4 and resumed_cfg.batch_size == 2
+    assert resumed_cfg.mixed_precision == precision
     train(resumed_cfg, run_dir, last, model=fresh_model(english))
 
-    a = load_file(str(output / "straight" / "step-8" / "adapter_model.safetensors"))
-    b = load_file(str(output / "interrupted" / "step-8" / "adapter_model.safetensors"))
+    a = load_file(str(output / cfg.run / "step-8" / "adapter_model.safetensors"))
+    b = load_file(str(output / broken.run / "step-8" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and len(a) == 2 * 7 * 2
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert train_losses(output / "interrupted") == train_losses(output / "straight")
-    state_a = torch.load(output / "straight" / "step-8" / "training_state.pt", weights_only=False)
-    state_b = torch.load(output / "interrupted" / "step-8" / "training_state.pt", weights_only=False)
-    assert state_a["scheduler"] == state_b["scheduler"]
+    assert train_losses(output / broken.run) == train_losses(output / cfg.run)
+    state_a = torch.load(output / cfg.run / "step-8" / "training_state.pt", weights_only=False)
+    state_b = torch.load(output / broken.run / "step-8" / "training_state.pt", weights_only=False)
+    assert state_a["scheduler"] == state_b["scheduler"] and state_a["scaler"] == state_b["scaler"]
+    if precision == "fp16":  # the scaler really ran, and the schedule counts only the updates it made
+        records = [r for r in load_metrics(output / cfg.run / "metrics.jsonl") if r["kind"] == "train"]
+        skipped = sum(r["skipped"] for r in records)
+        assert state_a["scaler"]["scale"] == 65536.0 * 0.5 ** skipped
+        assert state_a["scheduler"]["last_epoch"] == 8 - skipped
+        assert (output / cfg.run / "step-8" / "rng-0.pt").is_file()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_run_ends_with_a_verified_merge(audio, output, english, precision):
+    """Autocast must not leak into the merge check: it compares float32 logits whatever the run used."""
+    cfg = config(audio, output, f"amp-{precision}", mixed_precision=precision, max_steps=2, export="merged")
+    merged = train(cfg, output / cfg.run, model=fresh_model(english))
+    assert merged == output / cfg.run / "merged" and not (output / cfg.run / "adapter").exists()
+    loaded = ChatterboxTTS.from_local(merged)
+    adapted = load_adapter(tiny_t3(), step_dirs(output / cfg.run)[-1]).get_base_model()
+    probe = probe_batch(loaded.t3.cfg)
+    torch.testing.assert_close(probe_logits(loaded.t3, probe), probe_logits(adapted, probe), rtol=1e-5, atol=1e-5)
+    assert f"| precision | {precision} |" in (merged / "README.md").read_text()
+
+
+def test_two_processes_train_like_one(audio, output, english, tmp_path):
+    """torchrun with 2 CPU processes (gloo): gradients flow through DDP's forward, only the main process
+    writes, and the adapter equals one process's with the same global batch (2 x 2 accumulation)."""
+    common = dict(epochs=1, warmup_steps=1, save_every=1)  # dropout on: drawn per micro-batch, so it matches too
+    single = config(audio, output, "one-process", grad_accum=2, **common)
+    train(single, output / single.run, model=fresh_model(english))
+
+    out = tmp_path / "ddp"
+    shutil.copytree(output / ".cache", out / ".cache")  # the same rows: the launch skips tokenizing
+    # the README's multi-GPU command with --device cpu (`accelerate launch --cpu` would start ONE process)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.lora",
+           "--model", "tiny", "--device", "cpu", "--audio-dir", str(audio), "--output-dir", str(out),
+           "--epochs", "1", "--batch-size", "2", "--warmup-steps", "1", "--save-every", "1",
+           "--lora.rank", "4", "--lora.alpha", "8", "--lora.dropout", "0.1", "--plot-every-seconds", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    runs = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1 and runs[0].name.startswith("lora-")  # both processes agreed on the run's name
+    run = runs[0]
+    assert "processes: 2" in done.stdout and done.stdout.count("adapter: ") == 1
+    assert [p.name for p in step_dirs(run)] == ["step-1", "step-2"]  # 4 micro-batches of 2: 2 per process
+    assert sorted(p.name for p in (run / "step-2").glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+    steps = [r["step"] for r in load_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == [1, 2]  # logged once, by the main process
+    assert (run / "training_metrics.png").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
+
+    one = load_file(str(output / single.run / "step-2" / "adapter_model.safetensors"))
+    two = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+    assert any(one[key].abs().max() > 0 for key in one if "lora_A" in key)  # both steps changed something
+    losses = [loss for _, loss in train_losses(output / single.run)]
+    assert [loss for _, loss in train_losses(run)] == pytest.approx(losses, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +253,25 @@ def test_merge_command(short_run, tmp_path):
     assert wrong.returncode != 0 and "alpha 16" in wrong.stderr and "alpha 8" in wrong.stderr
     assert not (tmp_path / "x").exists()
 
+    # an English adapter onto the multilingual base: refused, saying so (it used to merge without a word)
+    wrong = subprocess.run(cmd + ["--out", str(tmp_path / "x"), "--multilingual"], capture_output=True, text=True,
+                           cwd=PROJECT_ROOT)
+    assert wrong.returncode == 2 and "trained on the english model, this base is the multilingual one" in wrong.stderr
+    # adapter_config.json edited by hand (alpha 8 -> 16) no longer agrees with the run that trained it
+    edited = tmp_path / "edited"
+    shutil.copytree(checkpoint, edited)
+    adapter_cfg = json.loads((edited / "adapter_config.json").read_text())
+    (edited / "adapter_config.json").write_text(json.dumps({**adapter_cfg, "lora_alpha": 16}))
+    wrong = subprocess.run([*cmd[:4], str(edited), *cmd[5:], "--out", str(tmp_path / "x")], capture_output=True,
+                           text=True, cwd=PROJECT_ROOT)
+    assert wrong.returncode == 2 and "alpha: adapter_config.json says 16, training_config.json says 8" in wrong.stderr
+    assert not (tmp_path / "x").exists()
+
     done = subprocess.run(cmd + ["--out", str(tmp_path / "merged"), "--rank", "4", "--alpha", "8"],
                           capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr
     assert "merged logits equal the adapter model's" in done.stdout
+    assert (tmp_path / "merged" / "chatterbox_base.json").is_file() and (tmp_path / "merged" / "README.md").is_file()
     loaded = ChatterboxTTS.from_local(tmp_path / "merged")
     probe = probe_batch(loaded.t3.cfg)
     adapted = load_adapter(tiny_t3(), checkpoint).get_base_model()
@@ -181,9 +284,18 @@ def test_adapter_on_the_wrong_model_is_refused(short_run):
     from inference.models.t3 import T3, T3Config
     from inference.synthetic import fill_synthetic
 
+    checkpoint = step_dirs(short_run)[-1]
     wider = replace(T3Config.tiny(), hidden_size=128, head_dim=32)
     with pytest.raises(AdapterMismatch, match="does not fit"):
-        load_adapter(fill_synthetic(T3(wider, init_weights=False)), step_dirs(short_run)[-1])
+        load_adapter(fill_synthetic(T3(wider, init_weights=False)), checkpoint)
+    with pytest.raises(AdapterMismatch, match="T3 configurations differ .*hidden_size: adapter's base 64, this base 128"):
+        check_base(checkpoint, fill_synthetic(T3(wider, init_weights=False)))
+    other = tiny_t3()  # same configuration, other weights (say, another fine-tune merged into the base)
+    with torch.no_grad():
+        other.speech_head.weight.mul_(1.01)
+    with pytest.raises(AdapterMismatch, match="T3 weights differ"):
+        check_base(checkpoint, other)
+    check_base(checkpoint, tiny_t3())  # the base it was trained on passes
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(audio, output, english):
@@ -199,18 +311,22 @@ def test_out_of_memory_suggests_smaller_batches(audio, output, english, monkeypa
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(lora, "batch_loss", no_memory)
+    monkeypatch.setattr(lora.SpeechObjective, "forward", no_memory)
     cfg = config(audio, output, "oom", batch_size=4)
     with pytest.raises(TrainingError, match=r"--batch-size 2 --grad-accum 2.*--gradient-checkpointing"):
         train(cfg, output / "oom", model=fresh_model(english))
 
 
-def test_no_usable_audio_is_a_clear_error(tmp_path, english):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(TrainingError, match="no usable audio"):
-        train(config(empty, tmp_path / "out", "x"), tmp_path / "out" / "x", model=fresh_model(english))
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a model is a test failure: these errors must come before it."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data was checked")
 
+    monkeypatch.setattr(lora, "load_chatterbox", forbidden)
+
+
+def test_no_usable_audio_is_a_clear_error(tmp_path, no_model_load):
     bad = tmp_path / "bad"
     bad.mkdir()
     import soundfile as sf
@@ -218,7 +334,39 @@ def test_no_usable_audio_is_a_clear_error(tmp_path, english):
     (bad / "corrupt.wav").write_bytes(b"RIFF not really a wave file")
     (bad / "notes.mp3").write_bytes(b"ID3")
     with pytest.raises(TrainingError, match=r"no usable audio.*skipped 3 files"):
-        train(config(bad, tmp_path / "out", "y"), tmp_path / "out" / "y", model=fresh_model(english))
+        train(config(bad, tmp_path / "out", "y"), tmp_path / "out" / "y")
+    assert not (tmp_path / "out" / "y").exists()
+
+
+@pytest.mark.parametrize("clips", [1, 2])
+def test_too_little_data_is_refused_before_any_model_loads(audio, tmp_path, no_model_load, clips):
+    """One clip would condition on itself and leave nothing to validate on; two leave no validation clip."""
+    few = tmp_path / "few"
+    few.mkdir()
+    for entry in SHORT[:clips]:
+        shutil.copy(audio / entry["file"], few / entry["file"])
+        shutil.copy((audio / entry["file"]).with_suffix(".txt"), few)
+    with pytest.raises(TrainingError, match=rf"only {clips} usable clips \(0\.\d min of speech\); fine-tuning "
+                                            r"needs at least 3: two to train on.*one held out for validation"):
+        train(config(few, tmp_path / "out", "few"), tmp_path / "out" / "few")
+    assert not (tmp_path / "out" / "few").exists()
+    # without validation two clips are enough for the contract (each conditions on the other)
+    if clips == 2:
+        with pytest.raises(AssertionError, match="a model was loaded"):
+            train(config(few, tmp_path / "out", "two", data=DatasetConfig(val_fraction=0.0)), tmp_path / "out" / "two")
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_bad_audio_folder_fails_in_seconds_and_leaves_nothing(tmp_path, no_model_load, capsys, folder):
+    audio = tmp_path / folder
+    if folder == "empty":
+        audio.mkdir()
+        (audio / "notes.txt").write_text("not audio")
+    rc = lora.main(["--audio-dir", str(audio), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert ("audio folder not found" in err) if folder == "missing" else ("holds no recordings" in err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_multilingual_run_writes_the_multilingual_layout(audio, output, multilingual):
@@ -229,7 +377,7 @@ def test_multilingual_run_writes_the_multilingual_layout(audio, output, multilin
                  grad_accum=3)
     with pytest.raises(TrainingError, match="language"):
         train(cfg, output / "mtl", model=model)
-    cfg = replace(cfg, data=replace(cfg.data, language="en"))
+    cfg = replace(cfg, data=replace(cfg.data, language="en"), export="merged")
     merged = train(cfg, output / "mtl", model=model)
     assert (merged / "t3_mtl23ls_v2.safetensors").is_file() and not (merged / "t3_cfg.safetensors").exists()
     assert ChatterboxMultilingualTTS.from_local(merged).t3.cfg.is_multilingual
@@ -259,17 +407,41 @@ def test_every_config_key_is_a_flag():
         load_config(TrainConfig, "training", PROJECT_ROOT / "config.toml", ["lora.targets=q_proj,to_q"])
     with pytest.raises(ValueError, match="epochs"):
         load_config(TrainConfig, "training", PROJECT_ROOT / "config.toml", ["epochs=0"])
+    with pytest.raises(ValueError, match="export must be one of adapter, merged, both"):
+        load_config(TrainConfig, "training", PROJECT_ROOT / "config.toml", ["export=lora"])
+
+
+def test_help_explains_every_flag_from_config_toml():
+    """--help shows each key's comment in config.toml (one text for both) and its default."""
+    from inference.settings import config_comments
+
+    comments = config_comments("training")
+    assert set(comments) == set(config_keys(TrainConfig))
+    helps = {a.dest[4:]: a.help for a in build_parser()._actions if a.dest.startswith("cfg:")}
+    for key, text in comments.items():
+        assert len(text) > 10, f"{key} has no explanation in config.toml"
+        assert helps[key].replace("%%", "%").startswith(text) and "(default: " in helps[key], key
+    assert "seconds" in comments["plot_every_seconds"] and "optimizer steps" in comments["save_every"]
+    assert helps["lora.rank"].endswith("(default: 16)") and "adapter" in helps["export"]
+    shown = subprocess.run([sys.executable, "-m", "training.lora", "--help"], capture_output=True, text=True,
+                           cwd=PROJECT_ROOT)
+    assert shown.returncode == 0 and "clip the gradient's L2 norm" in " ".join(shown.stdout.split())
 
 
 def test_epoch_order_is_deterministic_and_complete():
     cfg = TrainConfig(batch_size=3, grad_accum=2, seed=7)
     steps = epoch_steps(20, 0, cfg)
-    rows = [i for step in steps for batch in step for i in batch]
+    rows = [i for step in steps for _, batch in step for i in batch]
     assert sorted(rows) == list(range(20)) and len(steps) == 4  # 7 micro-batches -> 4 steps, the last has one
+    assert [m for step in steps for m, _ in step] == list(range(7))
     assert epoch_steps(20, 0, cfg) == steps and epoch_steps(20, 1, cfg) != steps
     shards = [epoch_steps(20, 0, cfg, rank=r, world=2) for r in range(2)]
-    seen = [i for shard in shards for step in shard for batch in step for i in batch]
+    seen = [i for shard in shards for step in shard for _, batch in step for i in batch]
     assert len(seen) == len(set(seen)) == 18 and len(shards[0]) == len(shards[1])  # 6 of 7 micro-batches used
+    # step s of two processes holds the same micro-batches as step s of one process with twice the accumulation
+    one = epoch_steps(20, 0, replace(cfg, grad_accum=4))
+    for s, step in enumerate(one):
+        assert sorted(m for shard in shards for m, _ in shard[s]) == sorted(m for m, _ in step if m < 6)
 
 
 def test_main_command_on_the_shipped_sample(tmp_path):
@@ -278,9 +450,20 @@ def test_main_command_on_the_shipped_sample(tmp_path):
                            "--epochs", "1"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "demo"
-    assert f"merged model: {run / 'merged'}" in done.stdout
-    assert "kept 20 clips from 18 files" in done.stdout
-    assert (run / "training_metrics.png").is_file() and (run / "merged" / "t3_cfg.safetensors").is_file()
+    assert f"adapter: {run / 'adapter'}" in done.stdout and not (run / "merged").exists()  # export = "adapter"
+    assert "kept 20 clips from 18 files" in done.stdout and re.search(r"WARNING: [23]\.\d min of usable speech", done.stdout)
+    assert (run / "training_metrics.png").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
+    # the adapter is usable as it is, without merging: as a model, and on its base with --adapter
+    for how in (["--model", str(run / "adapter")], ["--model", "tiny", "--adapter", str(run / "adapter")]):
+        spoken = subprocess.run([sys.executable, "-m", "inference.tts", *how, "--text", "Hello.", "--out",
+                                 str(tmp_path / "hello.wav"), "max_new_tokens=10"], capture_output=True, text=True,
+                                cwd=PROJECT_ROOT, timeout=300)
+        assert spoken.returncode == 0, spoken.stderr[-2000:]
+        assert "applied the LoRA adapter" in spoken.stderr and (tmp_path / "hello.wav").stat().st_size > 1000
+    wrong = subprocess.run([sys.executable, "-m", "inference.tts", "--model", "tiny-multilingual", "--adapter",
+                            str(run / "adapter"), "--text", "Hello.", "--out", str(tmp_path / "x.wav")],
+                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert wrong.returncode == 2 and "english model, this base is the multilingual one" in wrong.stderr
     cache = json.loads((tmp_path / ".cache" / "transcripts" / "transcripts.json").read_text())
     assert len(cache["entries"]) == 20
     # a second run of the same command reuses the transcripts and the dataset, and refuses to reuse the run name

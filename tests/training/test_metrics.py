@@ -262,3 +262,66 @@ def test_long_series_are_thinned_to_an_envelope_that_keeps_spikes_and_gaps():
     assert np.all(np.diff(x) >= 0)  # still in step order
     short_x, short_y = metrics._thin(steps[:50], values[:50], max_points=2000)
     assert short_x is steps[:50] or np.array_equal(short_x, steps[:50])
+
+
+# ------------------------------------------------------------------------------------ what a person sees
+
+def test_figure_reads_at_a_glance(tmp_path):
+    """The legend sits outside every panel, the gradient panel shows the clipping threshold and the share of
+    clipped steps with plain-number ticks, and the title says how far the run is and how long is left."""
+    records = []
+    for step in range(1, 41):
+        records.append({"kind": "train", "step": step, "time": 1000.0 + 2.0 * step, "epoch": 0,
+                        "loss": 3.0 - step / 40, "lr": 1e-4, "grad_norm": 0.05 * 1.2 ** step,
+                        "tokens_per_s": 900.0})
+    records.append({"kind": "val", "step": 40, "time": 1090.0, "epoch": 0, "loss": 2.5})
+    figure = metrics._build_figure(records, 0.9, "run", max_grad_norm=1.0)
+    loss_ax, lr_ax, grad_ax, speed_ax = figure.axes
+    assert all(ax.get_legend() is None for ax in figure.axes)  # no legend drawn over a curve
+    (legend,) = figure.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "validation" in labels and "max_grad_norm = 1" in labels
+    figure.canvas.draw()
+    box = legend.get_window_extent()
+    assert all(not box.overlaps(ax.get_window_extent()) for ax in figure.axes)
+    clipped = sum(0.05 * 1.2 ** s > 1.0 for s in range(1, 41)) / 40
+    assert grad_ax.get_title().endswith(f"{clipped:.0%} of steps clipped")
+    assert any(line.get_ydata()[0] == 1.0 and line.get_linestyle() == "--" for line in grad_ax.get_lines())
+    assert grad_ax.get_yscale() == "log"
+    ticks = [t.get_text() for t in grad_ax.get_yticklabels() if t.get_text()]
+    assert ticks and all("$" not in t and "^" not in t for t in ticks)  # "0.1", "0.2", "0.5", "1", ...
+
+    logger = MetricsLogger(tmp_path, plot_every_seconds=3600, total_steps=100, max_grad_norm=1.0)
+    for r in records:
+        if r["kind"] == "train":
+            logger._remember(r)
+    title = logger._title()
+    assert "step 40/100" in title and "ETA 0:02:00" in title  # 60 steps left at 2 s each
+    logger.close()
+
+
+def test_background_redraw_never_blocks_a_training_step(tmp_path, monkeypatch):
+    """With background=True a due redraw runs in another thread: log_train returns while the render is still
+    going (here held until the test lets it finish), and close() waits for it and draws the final image."""
+    import threading
+
+    started, release, threads = threading.Event(), threading.Event(), []
+    real = metrics.render_plot
+
+    def slow_render(records, path, **kwargs):
+        threads.append(threading.current_thread().name)
+        started.set()
+        release.wait(timeout=30)
+        real(records, path, **kwargs)
+
+    monkeypatch.setattr(metrics, "render_plot", slow_render)
+    logger = MetricsLogger(tmp_path, plot_every_seconds=0, background=True, total_steps=10)
+    _log_steps(logger, [1])
+    assert started.wait(timeout=30)
+    _log_steps(logger, range(2, 6))  # returns although the first render is still held
+    assert not release.is_set() and len(threads) == 1  # a render in flight is not stacked up
+    assert threads[0] == "training-metrics-plot"
+    release.set()
+    logger.close()
+    assert threads[-1] == threading.current_thread().name  # the final draw, after waiting for the one in flight
+    _assert_valid_png(tmp_path / "training_metrics.png")

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from training.transcribe import (
-    TranscribeConfig, Transcriber, TranscriptCache, normalize_for_wer, transcribe_files, wer,
+    TranscribeConfig, Transcriber, TranscriptCache, normalize_for_wer, split_transcript, transcribe_clips,
+    transcribe_files, wer,
 )
 
 SENTENCES = {
@@ -199,3 +200,57 @@ def test_openai_whisper_backend_names_the_missing_package(tmp_path):
     checkpoint.write_bytes(b"")  # the path is fine; only the package is missing
     with pytest.raises(ImportError, match="pip install openai-whisper"):
         Transcriber(TranscribeConfig(backend="openai-whisper", model=str(checkpoint)))
+
+
+# ------------------------------------------------------------------ a user's transcript of a file that gets split
+
+def test_split_transcript_keeps_the_users_words():
+    user = "The colour of the theatre is grey. Well-known facts, don't you think? Yes!"
+    whisper = ["the color of the theater is gray", "well known facts dont you think", "yes"]
+    assert split_transcript(user, whisper) == ["The colour of the theatre is grey.",
+                                               "Well-known facts, don't you think?", "Yes!"]
+    # Whisper missing or adding words near a cut still puts every user word somewhere, in order
+    parts = split_transcript(user, ["the colour of the", "is grey well known facts", "dont you think yes"])
+    assert " ".join(parts) == user and len(parts) == 3 and all(parts)
+    # a transcript of another recording is refused, not forced onto the segments
+    assert split_transcript("Completely different words here.", whisper) is None
+    assert split_transcript(user, ["the colour of the theatre is grey well known facts dont you think yes", ""]) is None
+
+
+def test_long_file_with_a_user_transcript(speech, transcriber, tmp_path, caplog):
+    """A 30 s take with its .txt is split at pauses by ingest; every segment gets its part of the user's text
+    (British spellings and all), not Whisper's, and nothing is dropped silently."""
+    from training.ingest import IngestConfig, ingest
+
+    sr = 24000
+    parts, texts = [], []
+    for name in ("fox", "shells", "stella", "weather", "fox", "shells", "stella", "weather"):
+        wav, rate = sf.read(speech[name], dtype="float32")
+        parts += [wav, np.zeros(int(0.8 * rate), np.float32)]
+        texts.append(SENTENCES[name].replace("weather", "wether") if name == "weather" else SENTENCES[name])
+        sr = rate
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "take.wav", np.concatenate(parts), sr)
+    written = " ".join(texts)
+    (audio / "take.txt").write_text(written + "\n")
+    report = ingest(audio, tmp_path / "cache", IngestConfig())
+    segments = sorted(report.clips, key=lambda c: c.start)
+    assert len(segments) >= 2 and all(c.source.name == "take.wav" for c in segments)
+
+    with caplog.at_level(logging.INFO, logger="training.transcribe"):
+        got = transcribe_clips(report.clips, TranscribeConfig(), tmp_path / "tcache", progress=False,
+                               transcriber=transcriber)
+    pieces = [got[str(c.path)] for c in segments]
+    assert " ".join(pieces) == written  # the user's words, in order, all of them
+    assert all(p for p in pieces) and "wether" in " ".join(pieces)
+    assert "split over their" in caplog.text
+
+    # a transcript of something else: a warning names the file, Whisper's text is used
+    (audio / "take.txt").write_text("Nothing in this sentence was ever said in the recording at all.\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.transcribe"):
+        got = transcribe_clips(report.clips, TranscribeConfig(), tmp_path / "tcache", progress=False,
+                               transcriber=transcriber)
+    assert "take.wav: your transcript could not be aligned" in caplog.text
+    assert "fox" in normalize_for_wer(got[str(segments[0].path)])
