@@ -510,7 +510,8 @@ class MetricsLogger:
         else:
             where = f"step {self._last_step}" + (f"/{self.total_steps}" if self.total_steps else "")
         if self._last_epoch is not None:
-            where += f", epoch {self._last_epoch}"
+            shown = self._last_epoch + 1 if isinstance(self._last_epoch, int) else self._last_epoch
+            where += f", epoch {shown}"  # counted from 1 here (the log counts from 0)
         eta = self.eta_seconds()
         if eta is not None and self._last_step != self.total_steps:
             where += f", ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}"

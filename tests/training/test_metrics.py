@@ -296,7 +296,7 @@ def test_figure_reads_at_a_glance(tmp_path):
         if r["kind"] == "train":
             logger._remember(r)
     title = logger._title()
-    assert "step 40/100" in title and "ETA 0:02:00" in title  # 60 steps left at 2 s each
+    assert "step 40/100, epoch 1, ETA 0:02:00" in title  # 60 steps left at 2 s each; epochs counted from 1
     logger.close()
 
 
