@@ -97,9 +97,9 @@ def check_base(folder: str | Path, t3: T3) -> None:
         shown = ", ".join(f"{k}: adapter's base {saved['t3_config'].get(k)!r}, this base {ours.get(k)!r}"
                           for k in differing[:4])
         problems.append(f"the T3 configurations differ ({shown}{', ...' if len(differing) > 4 else ''})")
-    elif saved.get("t3_sha256") and saved["t3_sha256"] != t3_fingerprint(t3):
+    elif saved.get("t3_sha256") and saved["t3_sha256"] != (now := t3_fingerprint(t3)):
         problems.append(f"the T3 weights differ (SHA-256 {saved['t3_sha256'][:12]}... when trained, "
-                        f"{t3_fingerprint(t3)[:12]}... now)")
+                        f"{now[:12]}... now)")
     if problems:
         raise AdapterMismatch(f"the adapter in {folder} was trained on another base ({saved.get('model')}): "
                               + "; ".join(problems) + ". Use the base it was trained on")

@@ -49,7 +49,8 @@ def merge_checkpoint(checkpoint: str | Path, base: str, out: str | Path, rank: i
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.merge", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("--checkpoint", required=True,
+                   help="adapter folder: a run's adapter/ or step-<n>/ (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--base", required=True, help="base model: folder in the official layout, HF repo id, or tiny")
     p.add_argument("--out", required=True, help="folder for the merged model")
     p.add_argument("--rank", type=int, help="expected LoRA rank: refuse to merge if the adapter's differs")

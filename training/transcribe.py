@@ -331,10 +331,11 @@ def split_transcript(text: str, segment_texts: Sequence[str], min_matched: float
     """Cut a user's transcript of a whole recording into the parts spoken in each of its consecutive segments.
 
     `segment_texts` are Whisper's transcripts of the segments, in order. The user's words are aligned to
-    Whisper's (a minimal word-level edit alignment of normalised words, by rapidfuzz), each word goes to the segment of the Whisper word it matches (or
-    replaces), and words Whisper missed go with the segment of the word before. The user's words are kept as
-    written. None when the alignment cannot be trusted: fewer than `min_matched` of Whisper's words match, or
-    a segment would get no words (a wrong or partial transcript, or a Whisper failure).
+    Whisper's (a minimal word-level edit alignment of normalised words, by rapidfuzz); each word goes to the
+    segment of the Whisper word it matches (or replaces), and words Whisper missed go with the segment of the
+    word before. The user's words are kept as written. None when the alignment cannot be trusted: fewer than
+    `min_matched` of Whisper's words match, or a segment would get no words (a wrong or partial transcript, or a
+    Whisper failure).
     """
     tokens = text.split()
     sub = [(i, w) for i, token in enumerate(tokens) for w in normalize_for_wer(token).split()]
