@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from inference.audio import load_audio
-from inference.adapters import adapter_base, is_adapter, read_base_identity
+from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read_base_identity
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Config
@@ -289,8 +289,7 @@ def is_synthetic(path: str) -> bool:
     if path in PRESETS:
         return True
     if is_adapter(path):
-        base = read_base_identity(path) or {}
-        return base.get("model") in PRESETS or base.get("t3_config", {}).get("num_layers", 30) < 30
+        return on_synthetic_base(read_base_identity(path) or {})
     sidecar = Path(path) / T3_CONFIG_FILE
     if not sidecar.is_file():
         return False

@@ -66,6 +66,12 @@ def base_identity(t3: T3, name: str) -> dict:
             "t3_config": json.loads(json.dumps(asdict(t3.cfg))), "t3_sha256": t3_fingerprint(t3)}
 
 
+def on_synthetic_base(identity: dict) -> bool:
+    """Whether a recorded base is the tiny preset (random weights): its adapters make no speech either."""
+    return identity.get("model") in ("tiny", "tiny-multilingual") or \
+        identity.get("t3_config", {}).get("num_layers", 30) < 30
+
+
 def write_base_identity(folder: str | Path, identity: dict) -> None:
     (Path(folder) / BASE_FILE).write_text(json.dumps(identity, indent=1) + "\n")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.adapters import on_synthetic_base
 from inference.models.t3 import T3
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -54,7 +55,7 @@ def model_card(title: str, base: dict, facts: dict[str, str], usage: list[str]) 
     (it replaces peft's generated card, which is a form of "More Information Needed")."""
     lines = [f"# {title}", "", "LoRA fine-tune of the Chatterbox T3 (text to speech tokens) on one speaker's "
              "recordings, made with `python -m training.lora` of the Chatterbox workbench.", ""]
-    if base.get("t3_config", {}).get("num_layers", 30) < 30:  # the tiny preset
+    if on_synthetic_base(base):
         lines += ["**Synthetic base: the `tiny` preset has random weights. This model produces no intelligible "
                   "speech; it exists to test the pipeline.**", ""]
     lines += ["| | |", "| --- | --- |",

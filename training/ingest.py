@@ -195,14 +195,14 @@ def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
     if float(np.abs(wav).max()) < _SILENT_PEAK or loudest_db < _SILENT_FRAME_DB:
         raise _Skip("silent")
 
-    clipped, flat, peak = _clipping(path)
+    clipped, flat, peak, native_sr = _clipping(path)
     if clipped > cfg.max_clipped_fraction:
         raise _Skip(f"clipped ({clipped:.1%} of samples at full scale)")
     if flat > cfg.max_clipped_fraction:
         raise _Skip(f"clipped ({flat:.1%} of samples flat at the peak, {peak:.2f} of full scale: limited, "
                     "then scaled down)")
 
-    narrow = _narrow_band(path, wav, sr)
+    narrow = _narrow_band(wav, sr, native_sr)
     if narrow:
         log.warning("%s: %s; it is used, but the tuned voice will sound muffled", path, narrow)
         warnings.append((path, narrow))
@@ -231,15 +231,15 @@ def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
     return clips
 
 
-def _clipping(path: Path) -> tuple[float, float, float]:
-    """(share of samples at full scale, share in flat runs at the file's own peak, that peak), from the raw
-    samples of every channel, read before resampling smears the flat tops.
+def _clipping(path: Path) -> tuple[float, float, float, int]:
+    """(share of samples at full scale, share in flat runs at the file's own peak, that peak, the file's sample
+    rate), from the raw samples of every channel, read before resampling smears the flat tops.
 
     A file limited at some level and then scaled (peak 0.89, say) never reaches full scale, but its tops are
     runs of identical samples at its peak. Natural speech meets its peak in a sample or two.
     """
     try:
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        data, native_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # load_audio read it a moment ago; a failure here is still a bad file
         raise _Skip(f"unreadable: {e}") from e
     mag = np.abs(data)
@@ -247,19 +247,19 @@ def _clipping(path: Path) -> tuple[float, float, float]:
     total = max(data.size, 1)
     full = int(np.count_nonzero(mag >= _CLIP_LEVEL)) / total
     if peak == 0.0:
-        return full, 0.0, peak
+        return full, 0.0, peak, native_sr
     at_peak = mag >= peak * (1.0 - 1e-4)
     flat = 0
     for channel in at_peak.T:  # samples inside runs of at least _FLAT_RUN at the peak
         edges = np.flatnonzero(np.diff(np.concatenate([[0], channel.astype(np.int8), [0]])))
         runs = edges[1::2] - edges[::2]
         flat += int(runs[runs >= _FLAT_RUN].sum())
-    return full, flat / total, peak
+    return full, flat / total, peak, native_sr
 
 
-def _narrow_band(path: Path, wav: np.ndarray, sr: int) -> str | None:
-    """Why `wav` sounds like a telephone recording, or None. Upsampling later does not restore what is missing."""
-    native = sf.info(str(path)).samplerate
+def _narrow_band(wav: np.ndarray, sr: int, native: int) -> str | None:
+    """Why `wav` (resampled from `native` Hz to `sr`) sounds like a telephone recording, or None. Upsampling
+    does not restore what is missing."""
     if native < 2 * _NARROW_HZ + 1000:
         return f"narrow-band (recorded at {native} Hz: nothing above {native // 2} Hz)"
     from scipy.signal import welch

@@ -312,11 +312,7 @@ def _build_figure(records: list[dict], smoothing: float, title: str | None, max_
     _series_panel(ax_speed, steps, speed, title="Throughput", ylabel="tokens / s", color="C5",
                   value_format="{:,.0f}")
 
-    handles, labels = [], []
-    for ax in (ax_loss, ax_grad):
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.append(handle)
-            labels.append(label)
+    handles, labels = (sum(parts, []) for parts in zip(*(ax.get_legend_handles_labels() for ax in (ax_loss, ax_grad))))
     if handles:
         figure.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
     if title:
