@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -299,6 +299,28 @@ class _Chatterbox(ABC):
         streamer.push([0] * 10)  # warm-up: first-call allocations happen here, not in the first request
         streamer.finish()
 
+    def utterance(self, text: str, language_id: str | None = None, conds: Conditionals | None = None,
+                  exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
+                  context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
+                  prompt_tokens: int | None = None, seed: int | None = None, max_chars_per_call: int = 300,
+                  **sampling) -> "Utterance":
+        """The state of one streamed text, apart from how its tokens are decoded: `generate_stream` decodes them
+        alone, the server in a batch with other requests. `conds` defaults to the current voice. Everything that
+        can be refused (text, language, settings) is checked here, before any audio."""
+        conds = conds or self.conds
+        if conds is None:
+            raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
+        defaults = getattr(self, "stream_defaults", StreamConfig())
+        cfg = StreamConfig(strategy=strategy, chunk_size=chunk_size, context_window=context_window, fade=fade,
+                           fade_duration=defaults.fade_duration if fade_duration is None else fade_duration,
+                           prompt_tokens=prompt_tokens)
+        pieces = split_for_synthesis(text, max_chars_per_call)
+        sampling_cfg = self.sampling_config(**sampling)
+        cond = conds.t3.with_exaggeration(exaggeration)
+        inputs = [PieceInputs(cond, self.text_tokens(piece, language_id), sampling_cfg,
+                              None if seed is None else seed + i) for i, piece in enumerate(pieces)]
+        return Utterance(self, RefDict.from_dict(conds.gen), cfg, inputs)
+
     def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
                         exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
                         context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
@@ -316,48 +338,81 @@ class _Chatterbox(ABC):
         """
         if audio_prompt_path is not None:
             self.prepare_conditionals(audio_prompt_path, exaggeration)
-        if self.conds is None:
-            raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
-        defaults = getattr(self, "stream_defaults", StreamConfig())
-        cfg = StreamConfig(strategy=strategy, chunk_size=chunk_size, context_window=context_window, fade=fade,
-                           fade_duration=defaults.fade_duration if fade_duration is None else fade_duration,
-                           prompt_tokens=prompt_tokens)
-        ref = RefDict.from_dict(self.conds.gen)
-        clock = StreamClock()
-        pieces = split_for_synthesis(text, max_chars_per_call)
-        seeds = [None if seed is None else seed + i for i in range(len(pieces))]
+        utterance = self.utterance(text, language_id, None, exaggeration, chunk_size, strategy, context_window, fade,
+                                   fade_duration, prompt_tokens, seed, max_chars_per_call, **sampling)
 
         def all_tokens() -> Iterator[int | None]:
             """Every piece's speech tokens, None after each: one producer, so T3 starts piece n+1 while
             S3Gen is still turning piece n into audio."""
-            for piece, piece_seed in zip(pieces, seeds):
-                for token in self.iter_speech_tokens(piece, language_id, exaggeration, piece_seed, **sampling):
-                    if token == self.t3.cfg.stop_speech_token:
-                        break
-                    if token < self.t3.cfg.start_speech_token:
-                        yield token
+            for piece in utterance.pieces:
+                generator = torch.Generator(device=self.device).manual_seed(piece.seed) \
+                    if piece.seed is not None else None
+                yield from self.t3.generate_tokens(piece.cond, piece.text_tokens, piece.sampling, generator=generator)
                 yield None
 
-        def new_streamer(index: int):
-            generator = torch.Generator().manual_seed(seeds[index]) if seeds[index] is not None else None
-            return make_streamer(self.s3gen, ref, cfg, generator)
-
-        index, streamer, pending = 0, new_streamer(0), []
         for token in run_ahead(all_tokens(), stop):
             if stop is not None and stop.is_set():
                 return  # tokens T3 made ahead are dropped unheard
-            if token is not None:
-                pending.append(token)
-                if len(pending) < cfg.chunk_size:
-                    continue
-                audio, pending = streamer.push(pending), []
+            chunk = utterance.feed(token)
+            if chunk is not None:
+                yield chunk
+                utterance.clock.resume()  # the caller's time between chunks is not compute
+
+
+@dataclass
+class PieceInputs:
+    """What T3 decodes for one piece of an utterance."""
+
+    cond: T3Cond
+    text_tokens: torch.Tensor  # (1, n) with start/stop
+    sampling: SamplingConfig
+    seed: int | None
+
+
+class Utterance:
+    """Speech tokens in (None closes a piece), audio chunks out: the S3Gen half of a stream."""
+
+    def __init__(self, model: _Chatterbox, ref: RefDict, cfg: StreamConfig, pieces: list[PieceInputs]):
+        self.model, self.ref, self.cfg, self.pieces = model, ref, cfg, pieces
+        self.stop_token, self.first_special = model.t3.cfg.stop_speech_token, model.t3.cfg.start_speech_token
+        self.clock = StreamClock()
+        self.index, self.pending = 0, []
+        self.streamer = self._streamer(0)
+        self.stopped = False  # the current piece's stop token was seen: what T3 adds after it is not speech
+        self.done = False  # every piece ended
+
+    def _streamer(self, index: int):
+        seed = self.pieces[index].seed
+        return make_streamer(self.model.s3gen, self.ref, self.cfg,
+                             torch.Generator().manual_seed(seed) if seed is not None else None)
+
+    def feed(self, token: int | None) -> StreamChunk | None:
+        """Take T3's next output (a raw token, or None at the end of a piece); a chunk when one is complete."""
+        if self.done:
+            raise RuntimeError("the utterance has ended")
+        if token is not None:
+            if token == self.stop_token:
+                self.stopped = True
+            if self.stopped or token >= self.first_special:
+                return None
+            self.pending.append(token)
+            if len(self.pending) < self.cfg.chunk_size:
+                return None
+            audio, self.pending = self.streamer.push(self.pending), []
+        else:
+            audio, self.pending = np.concatenate([self.streamer.push(self.pending), self.streamer.finish()]), []
+            work = self.streamer.work[-1] if self.streamer.work else None
+            self.index += 1
+            self.stopped = False
+            if self.index < len(self.pieces):
+                self.streamer = self._streamer(self.index)
             else:
-                audio, pending = np.concatenate([streamer.push(pending), streamer.finish()]), []
-            if len(audio):
-                yield clock.chunk(audio, streamer.work[-1] if streamer.work else None)
-                clock.resume()  # the caller's time between chunks is not compute
-            if token is None and (index := index + 1) < len(pieces):
-                streamer = new_streamer(index)
+                self.done = True
+            return self.clock.chunk(audio, work) if len(audio) else None
+        return self.clock.chunk(audio, self.streamer.work[-1] if self.streamer.work else None) if len(audio) else None
+
+    def tokens_to_next_chunk(self) -> int:
+        return self.cfg.chunk_size - len(self.pending)
 
 
 class ChatterboxTTS(_Chatterbox):

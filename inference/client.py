@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import struct
 import sys
@@ -276,13 +277,21 @@ def _sampling(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _auth(api_key: str | None) -> dict:
+    """The server's API key as a header: `api_key`, else the CHATTERBOX_API_KEY environment variable."""
+    key = api_key if api_key is not None else os.environ.get("CHATTERBOX_API_KEY", "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _detail(body: bytes) -> str:
-    """The `detail` of a JSON error body (FastAPI validation lists included), else the body's text."""
+    """The message of a JSON error body (OpenAI's {"error": {"message"}}, FastAPI's `detail`), else its text."""
     text = body.decode("utf-8", "replace").strip()
     try:
         payload = json.loads(text)
     except ValueError:
         return text[:500] or "(empty body)"
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return str(payload["error"].get("message"))
     detail = payload.get("detail", payload) if isinstance(payload, dict) else payload
     if isinstance(detail, list):  # [{"loc": [...], "msg": "...", ...}, ...]
         items = []
@@ -328,7 +337,7 @@ def _server_model(client, base: str) -> str:
 
 def stream_http(url: str, text: str, voice: str | None = None, fmt: str = "pcm", *, model: str | None = None,
                 timeout: float = DEFAULT_TIMEOUT, on_audio: AudioCallback | None = None, prebuffer_s: float = 0.0,
-                **options) -> StreamResult:
+                api_key: str | None = None, **options) -> StreamResult:
     """Synthesise `text` with `POST {url}/v1/audio/speech` (stream: true), reading the body as it arrives.
 
     `fmt` is the response_format ("pcm" or "wav"; the WAV header is checked and stripped). `model` defaults to
@@ -348,7 +357,8 @@ def stream_http(url: str, text: str, voice: str | None = None, fmt: str = "pcm",
     payload.update(_sampling(options))
     collector = _Collector(on_audio)
     wav = _WavStripper() if fmt == "wav" else None
-    with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))) as client, ExitStack() as stack:
+    with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                      headers=_auth(api_key)) as client, ExitStack() as stack:
         if model is None:
             payload["model"] = _server_model(client, base)
         collector.start()
@@ -399,7 +409,7 @@ def _send_messages(ws, messages: list[dict], word_delay: float, stop: threading.
 
 def stream_ws(url: str, text: str, voice: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
               word_delay: float = 0.0, on_audio: AudioCallback | None = None, prebuffer_s: float = 0.0,
-              **options) -> StreamResult:
+              api_key: str | None = None, **options) -> StreamResult:
     """Synthesise `text` over the WebSocket `{url}/v1/audio/stream`, sending it word by word.
 
     Sends `{"type": "start", "voice": ..., sampling fields}`, one `{"type": "text"}` message per word (with
@@ -420,7 +430,8 @@ def stream_ws(url: str, text: str, voice: str | None = None, *, timeout: float =
     collector = _Collector(on_audio)
     collector.start()
     try:
-        ws = connect(uri, open_timeout=min(timeout, 10.0), close_timeout=2.0, max_size=2**26, compression=None)
+        ws = connect(uri, open_timeout=min(timeout, 10.0), close_timeout=2.0, max_size=2**26, compression=None,
+                     additional_headers=_auth(api_key))
     except InvalidStatus as e:
         response = e.response
         raise ServerError(response.status_code, _detail(response.body or b"") or response.reason_phrase) from e

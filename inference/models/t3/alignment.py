@@ -23,7 +23,9 @@ FORCE = 2.0**15
 
 
 class AlignmentGuard:
-    def __init__(self, backbone, heads: tuple, text_slice: tuple[int, int], eos_id: int):
+    def __init__(self, backbone, heads: tuple, text_slice: tuple[int, int], eos_id: int, observe: bool = True):
+        """`observe=False` leaves the attention hooks to the caller, who hands each map to `take` (batched
+        decoding, where one hook serves the guards of every request in the batch)."""
         self.heads = tuple(heads)
         self.text_start, self.text_end = text_slice
         self.eos_id = eos_id
@@ -34,17 +36,16 @@ class AlignmentGuard:
         self.completed_at: int | None = None
         self.recent_tokens: list[int] = []
         self._maps: dict[tuple[int, int], Tensor] = {}
-        self._layers = {layer: backbone.layers[layer].self_attn for layer, _ in self.heads}
+        self._layers = {layer: backbone.layers[layer].self_attn for layer, _ in self.heads} if observe else {}
         for layer, module in self._layers.items():
-            set_observer(module, self._make_observer(layer))
+            set_observer(module, lambda probs, layer=layer: self.take(layer, probs))
 
-    def _make_observer(self, layer: int):
-        wanted = [head for l, head in self.heads if l == layer]
-
-        def observe(probs: Tensor) -> None:
-            for head in wanted:
-                self._maps[(layer, head)] = probs[0, head].detach().float().cpu()  # row 0 = conditional; (q, kv)
-        return observe
+    def take(self, layer: int, probs: Tensor, row: int = 0, pad: int = 0) -> None:
+        """Keep this layer's maps of the guarded heads: `row` is the request's conditional row in the batch, `pad`
+        the key positions of left padding before its sequence."""
+        for l, head in self.heads:
+            if l == layer:
+                self._maps[(layer, head)] = probs[row, head, :, pad:].detach().float().cpu()  # (q, kv)
 
     def close(self) -> None:
         for module in self._layers.values():

@@ -184,6 +184,16 @@ class T3(nn.Module):
         return loss_text, loss_speech
 
     # ---------------------------------------------------------------- decoding
+    def decoding_prompt(self, cond: T3Cond, text_tokens: Tensor, use_cfg: bool) -> tuple[Tensor, tuple[int, int]]:
+        """The first step's input: (rows, L, D) embeddings (row 1 unconditional with CFG) and where the text sits.
+
+        The reference appends the start-of-speech embedding a second time before the first step."""
+        rows = 2 if use_cfg else 1
+        start = torch.full((rows, 1), self.cfg.start_speech_token, dtype=torch.long, device=self.device)
+        embeds, cond_emb = self.embed_inputs(cond, text_tokens.expand(rows, -1), start, zero_text_of_row1=use_cfg)
+        len_cond = cond_emb.shape[1]
+        return torch.cat([embeds, self.embed_speech(start)], dim=1), (len_cond, len_cond + text_tokens.shape[1])
+
     @torch.inference_mode()
     def generate_tokens(self, cond: T3Cond, text_tokens: Tensor, sampling: SamplingConfig = SamplingConfig(),
                         generator: torch.Generator | None = None, choose: Chooser | None = None,
@@ -198,17 +208,9 @@ class T3(nn.Module):
         text_tokens = torch.atleast_2d(text_tokens).long().to(self.device)[:1]
         use_cfg = sampling.cfg_weight > 0
         rows = 2 if use_cfg else 1
-        text_rows = text_tokens.expand(rows, -1)
-        start = torch.full((rows, 1), cfg.start_speech_token, dtype=torch.long, device=self.device)
-        embeds, cond_emb = self.embed_inputs(cond, text_rows, start, zero_text_of_row1=use_cfg)
-        # The reference appends the start-of-speech embedding a second time before the first step.
-        embeds = torch.cat([embeds, self.embed_speech(start)], dim=1)
-
-        guard = None
-        if cfg.is_multilingual:
-            len_cond = cond_emb.shape[1]
-            guard = AlignmentGuard(self.tfmr, cfg.alignment_heads, (len_cond, len_cond + text_tokens.shape[1]),
-                                   cfg.stop_speech_token)
+        embeds, text_slice = self.decoding_prompt(cond, text_tokens, use_cfg)
+        guard = AlignmentGuard(self.tfmr, cfg.alignment_heads, text_slice, cfg.stop_speech_token) \
+            if cfg.is_multilingual else None
         history = [cfg.start_speech_token]
         pipeline = LogitsPipeline(sampling, guard=(lambda x: guard.step(x, history[-1])) if guard else None)
         if choose is None:

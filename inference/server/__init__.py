@@ -1,0 +1,62 @@
+"""Speech server for many clients: OpenAI's speech API, named voices, text streamed in over a WebSocket.
+
+    python -m inference.server --model tiny --host 127.0.0.1 --port 8000 [--voices DIR] [--max-batch 8]
+
+Endpoints (errors are OpenAI's {"error": {"message", "type", "param", "code"}}):
+  GET  /health                 {"status": "ok", ...} with the batch and queue state
+  GET  /v1/models              the model ids accepted as `model` (one model serves them all)
+  GET  /v1/voices              {"voices": [...], "openai_voices": {"alloy": "default", ...}}
+  POST /v1/voices              multipart/form-data name=NAME file=@clip.wav -> a voice, saved into the voices folder
+  POST /v1/audio/speech        OpenAI's request: model, input, voice, response_format (mp3 | opus | aac | flac | wav |
+                               pcm; default mp3), speed (0.25-4, pitch kept), stream_format (audio | sse),
+                               instructions (ignored); plus seed, temperature, cfg_weight, exaggeration, min_p, top_p,
+                               repetition_penalty, language_id, chunk_size, stream (false: the whole file at once)
+  WS   /v1/audio/stream        {"type": "start", "voice", ...options} then {"type": "text", "text"}... then
+                               {"type": "end"}; 16-bit 24 kHz PCM frames and {"type": "chunk"} messages come back
+                               sentence by sentence while later text still arrives, then {"type": "done"}
+
+Requests in flight are decoded by T3 as one batch (continuous batching: they join and leave at step boundaries);
+S3Gen turns their tokens into audio chunk by chunk, the stream closest to running dry first (see engine.py). A
+client that leaves cancels its request. With `api_key` set (or CHATTERBOX_API_KEY), every endpoint, the WebSocket
+included, wants `Authorization: Bearer <key>`; web pages of other origins are refused unless in `cors_origins`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .config import SAMPLE_RATE, OpenAIVoices, ServerConfig
+
+__all__ = ["SAMPLE_RATE", "OpenAIVoices", "ServerConfig", "main"]
+
+log = logging.getLogger("inference.server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..settings import add_config_flags, flag_overrides, load_config
+
+    p = argparse.ArgumentParser(prog="python -m inference.server", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
+    add_config_flags(p, ServerConfig, "server")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(ServerConfig, "server", args.config, flag_overrides(args))
+    api_key = cfg.api_key or os.environ.get("CHATTERBOX_API_KEY", "")
+
+    import uvicorn
+
+    from ..chatterbox import load_chatterbox
+    from .app import create_app
+    from .engine import Engine
+    from .voices import VoiceStore
+
+    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None)
+    model.setup_model()
+    voices = VoiceStore(model, cfg.voices or None, cfg.allow_voice_overwrite)
+    voices.load_folder()
+    engine = Engine(model, cfg.max_batch, cfg.max_queue)
+    log.info("serving %s on http://%s:%d (batch of %d, %s)", cfg.model, cfg.host, cfg.port, cfg.max_batch,
+             "API key required" if api_key else "no API key: anyone who can connect may use it")
+    uvicorn.run(create_app(engine, voices, cfg, api_key), host=cfg.host, port=cfg.port, log_level="info")
+    return 0

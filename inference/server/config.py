@@ -1,0 +1,55 @@
+"""Server settings: `[server]` in config.toml, every key also a flag (--max-batch 4, --openai-voices.nova anna)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SAMPLE_RATE = 24000
+
+
+@dataclass
+class OpenAIVoices:
+    """OpenAI's voice names, each played by one of this server's voices (so SDK examples work unchanged)."""
+
+    alloy: str = "default"
+    ash: str = "default"
+    ballad: str = "default"
+    coral: str = "default"
+    echo: str = "default"
+    fable: str = "default"
+    onyx: str = "default"
+    nova: str = "default"
+    sage: str = "default"
+    shimmer: str = "default"
+    verse: str = "default"
+    marin: str = "default"
+    cedar: str = "default"
+
+
+@dataclass
+class ServerConfig:
+    model: str = "tiny"
+    adapter: str = ""  # LoRA adapter folder from training to put on `model` ("" : none)
+    multilingual: bool = False
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    voices: str = "voices"  # folder of reference clips (one voice per file, named after it); uploads are saved here
+    allow_voice_overwrite: bool = False  # whether an upload may replace a voice of the same name
+    max_upload_mb: float = 20.0  # voice uploads larger than this: 413
+    max_voice_seconds: float = 60.0  # longer voice uploads: 400
+    api_key: str = ""  # required as `Authorization: Bearer KEY` on every endpoint; "" : none (env CHATTERBOX_API_KEY)
+    cors_origins: tuple[str, ...] = ()  # web origins allowed to call (browsers); () : none
+    max_chars: int = 5000  # longer input gets 413
+    max_batch: int = 8  # requests decoded together by T3 (1: one after another)
+    max_queue: int = 16  # requests waiting for a batch slot beyond this get 503 (0: no waiting line)
+    max_new_tokens: int = 1000  # per sentence
+    chunk_size: int = 25
+    strategy: str = "incremental"
+    prompt_tokens: int = 0  # voice-prompt tokens decoded with every chunk (0: all); fewer is faster per chunk
+    openai_voices: OpenAIVoices = field(default_factory=OpenAIVoices)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
