@@ -14,8 +14,9 @@ Model: full size with deterministic synthetic weights (T3 English 520M, S3Gen, v
 character tokenizer, whose 704 ids fit T3's text vocabulary) and a built-in voice from a 10 s synthetic reference,
 saved once in the official layout in a temporary folder; or a real checkpoint folder with `--model DIR`.
 Synthetic weights never choose the stop token on purpose, so every request is capped at `--tokens` tokens (the
-server's --max-new-tokens): each request yields about tokens / 25 seconds of audio, and the work does not depend
-on what the weights say.
+server's --max-new-tokens), and the work does not depend on what the weights say. They also pick ids >= 6561
+(about 20% of the 8194), which are not speech and are dropped: a request yields about 0.8 x tokens / 25 seconds
+of audio (real weights: tokens / 25).
 
 Two parts, each one heavy thing at a time:
 1. T3 in-process (no server, no S3Gen): N requests (different sentences and seeds, the model's default sampling
@@ -63,6 +64,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from inference.client import count_underruns  # noqa: E402
+from bench.streaming import load_average, sync  # noqa: E402
 from inference.hardware import hardware, on_gpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,18 +90,6 @@ SENTENCES = (
     "When the lights went out, everyone in the room started to laugh.",
 )
 SEED = 1000
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def sync(device: str) -> None:
-    if on_gpu(device):
-        torch.cuda.synchronize(device)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -236,7 +226,7 @@ class Server:
                    "--host", "127.0.0.1", "--port", str(self.port), "--max-batch", str(max_batch),
                    "--max-queue", str(MAX_QUEUE), "--max-new-tokens", str(args.tokens),
                    "--chunk-size", str(args.chunk_size), "--prompt-tokens", str(args.prompt_tokens),
-                   "--voices", str(voices)]
+                   "--voices", str(voices), "--t3-dtype", args.t3_dtype]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if args.threads:
             env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -498,6 +488,14 @@ def summary(t3_rows: list[dict], server_rows: list[dict], args) -> list[str]:
         if e2e is not None:
             out.append(f"end-to-end on this CPU: x{e2e:.2f} audio s/s batched / serial at N={n}: S3Gen, compute-bound "
                        "here and run one chunk at a time in one thread, takes most of the time T3 batching saves")
+        if serial and ("solo", n) in t3:
+            # T3 and S3Gen share the cores and are both compute-bound here: the serial wall is about their sum
+            t3_alone = t3[("solo", n)]["seconds"]
+            if serial["wall"] > t3_alone:
+                ceiling = serial["wall"] / (serial["wall"] - t3_alone)
+                out.append(f"S3Gen's share: of the serial server's {serial['wall']:.1f}s wall at N={n}, T3 alone "
+                           f"needs about {t3_alone:.1f}s (in-process solo), so even free T3 decoding would raise the "
+                           f"end-to-end throughput by at most about x{ceiling:.2f}")
     return out
 
 
@@ -531,6 +529,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=50, help="speech tokens per request (25 per second of audio)")
     p.add_argument("--chunk-size", type=int, default=25, help="the server's --chunk-size")
     p.add_argument("--prompt-tokens", type=int, default=75, help="the server's --prompt-tokens (0: all)")
+    p.add_argument("--t3-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="T3's weights and activations (the server's --t3-dtype); bfloat16 uses AMX/tensor cores")
     p.add_argument("--model", default=None, help="a checkpoint folder instead of the synthetic full-size model")
     p.add_argument("--build-dir", default=None, help="keep the synthetic model in this folder; reused if there")
     p.add_argument("--skip-server", action="store_true", help="only the in-process T3 part")
@@ -564,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.chunk_size}, prompt tokens {args.prompt_tokens or 'all'}, clients {args.client_counts}",
               flush=True)
         t3_rows: list[dict] = []
+        if model is not None:
+            model.t3.to(getattr(torch, args.t3_dtype))
         if not args.skip_t3:
             with torch.inference_mode():
                 t3_rows = bench_t3(model, args)

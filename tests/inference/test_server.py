@@ -80,10 +80,11 @@ def server(served):
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory, voices_dir):
     """A locked-down server: API key from the environment, one allowed web origin, one request at a time and no
-    waiting line. It shares the first server's voices folder (as replicas behind a load balancer would)."""
+    waiting line (T3 in bfloat16). It shares the first server's voices folder, as replicas behind a load balancer
+    would."""
     log = tmp_path_factory.mktemp("guarded") / "server.log"
     url, proc = start_server(log, "--voices", str(voices_dir), "--cors-origins", ALLOWED, "--max-batch", "1",
-                             "--max-queue", "0", env={"CHATTERBOX_API_KEY": KEY})
+                             "--max-queue", "0", "--t3-dtype", "bfloat16", env={"CHATTERBOX_API_KEY": KEY})
     yield url, log
     proc.terminate()
     proc.wait(timeout=30)
