@@ -42,7 +42,7 @@ class EvalConfig:
     audio_dir: str = "audio_data"  # the training speaker's recordings, for the default reference
     checkpoints_dir: str = "checkpoints_dir"  # where 'latest' looks
     sentences: str = "default"  # 'default' (Harvard for English, the language's set otherwise) | set name | file
-    max_sentences: int = 0  # first N sentences; 0: all
+    max_sentences: int = 30  # first N sentences; 0: all (see config.toml for why 30)
     samples_per_sentence: int = 1
     seed: int = 0  # sample k of sentence i uses seed + 1000 * i + k, the same for both models
     device: str = "cpu"  # cpu | cuda

@@ -8,18 +8,23 @@
 
 Recipe:
   1. check everything before any work: the config, both model paths, the sentences, the reference clip(s), the
-     ASR and speaker-verification models, and that the output folder is new or holds this same configuration;
-  2. for each model (base, then tuned) and each (sentence, sample) not already done: stream it through
-     `generate_stream` (time to first audio, per-chunk compute, real-time factor, underruns of a real-time
-     player), write the WAV, transcribe it with Whisper (WER, CER after TTS-benchmark normalisation), score
-     speaker similarity against the reference with an independent verification model (plus, secondary and
-     biased, with the model's own voice encoder), and append one row to results.jsonl;
+     ASR and speaker-verification models, and that the output folder is new or holds a run to continue; then
+     load both models (a broken checkpoint fails here, not after the other model's samples);
+  2. one untimed warm-up stream per model, then for each (sentence, sample) not already done, the two models
+     taking turns to go first (base first on even sentences, tuned first on odd ones, so neither always gets the
+     warmer caches): stream it through `generate_stream` (time to first audio, per-chunk compute, real-time
+     factor, underruns of a real-time player, the machine's load), write the WAV, transcribe it with Whisper
+     (WER, CER after TTS-benchmark normalisation), score speaker similarity against the reference with an
+     independent verification model (plus, secondary and biased, with the model's own voice encoder), and
+     append one row to results.jsonl;
   3. summary statistics, base-vs-tuned deltas with paired significance, plots and report.md / report.html.
 
 Each run gets its own folder: `--output-dir D` (report.md lands in D), else evaluation_runs/eval-<date>-<time>/.
-A failed sample (exception, empty or non-finite audio) is recorded with its error and the run goes on. The same
-`--output-dir` again, or `--resume` for the newest dated run, continues a run: finished samples are skipped,
-failed ones are retried; a changed configuration is refused. Both models speak with the voice of the first reference clip.
+A failed sample (exception, empty or non-finite audio) is recorded with its error and the run goes on; the exit
+status is then 1 (0: every sample scored, 2: the run could not start). The same `--output-dir` again, or
+`--resume` for the newest dated run, continues a run with the settings it was started with: finished samples
+are skipped, failed ones retried; settings given now that differ from the run's are listed and refused. Both
+models speak with the voice of the first reference clip.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -44,22 +50,25 @@ from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Config
-from inference.settings import add_config_flags, flag_overrides, load_config
+from inference.settings import add_config_flags, config_from_dict, flag_overrides, load_config
 from training.transcribe import resolve_model
 
 from .config import EvalConfig, StreamSettings
 from .latency import SAMPLE_RATE, stream_sample
+from .quality import DnsMos
 from .report import compare, read_run_info, write_report, write_run_info
 from .results import SampleResult, append_result, read_results
 from .sentences import Sentence, load_sentences
-from .similarity import SelfSimilarity, SpeakerSimilarity
-from .wer import Asr, check_asr_language, score
+from .similarity import SelfSimilarity, SpeakerSimilarity, cosine
+from .stats import ALPHA, min_sentences, sentences_needed
+from .wer import Asr, base_language, check_asr_language, score
 
 log = logging.getLogger("evaluation")
 
 PRESETS = ("tiny", "tiny-multilingual")
 RUNS_DIR = Path("evaluation_runs")  # where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
+PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
 HELDOUT_FILE = "heldout_clips.json"  # written by training.lora into the merged folder
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 MIN_REFERENCE_SECONDS = 2.0
@@ -135,8 +144,8 @@ def check_reference(paths: list[Path]) -> None:
 
 
 def config_for_resume(cfg: EvalConfig, models: dict[str, str]) -> dict:
-    """What must match for a run folder to be resumed: the configuration (wherever the folder is) and the models
-    it resolved to ('latest' may point elsewhere by now)."""
+    """What identifies a run: the configuration (wherever the folder is) and the models it resolved to ('latest'
+    may point elsewhere by now)."""
     d = asdict(cfg)
     d.pop("output_dir")
     return json.loads(json.dumps({**d, "resolved_models": models}))
@@ -154,105 +163,233 @@ def find_run_dir(cfg: EvalConfig, resume: bool) -> Path:
     return max(runs, key=lambda d: (d / "run_info.json").stat().st_mtime)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) -> EvalConfig:
+    """The configuration a run folder was started with, which a resumed run keeps. `given` are the keys the user
+    set now (flags, `key=value`, an explicit --config file); each must agree with the saved value, or the
+    differing keys are listed. Keys not given come from the saved run, not from config.toml."""
+    try:
+        saved_cfg = config_from_dict(EvalConfig, saved["config"], (), f"{run_dir}/run_info.json")
+    except (KeyError, ValueError, TypeError) as e:
+        raise EvaluationError(f"{run_dir} holds a run whose saved configuration cannot be read ({e}); give another "
+                              "--output-dir to start a new run") from None
+    now, then = _flat(json.loads(json.dumps(asdict(cfg)))), _flat(json.loads(json.dumps(asdict(saved_cfg))))
+    differ = sorted(k for k in given if k != "output_dir" and k in now and now[k] != then.get(k))
+    if differ:
+        listed = "; ".join(f"{k}: run has {then.get(k)!r}, given {now[k]!r}" for k in differ)
+        raise EvaluationError(f"{run_dir} holds a run started with other settings ({listed}). To continue it, leave "
+                              "those settings out (the run keeps its own); to start a new run, give another "
+                              "--output-dir (or none, for a new dated run)")
+    return dataclasses.replace(saved_cfg, output_dir=str(run_dir))
+
+
 def environment(device: str) -> dict:
     import transformers
 
     from inference.hardware import hardware
 
     return {"hardware": hardware(device), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "device": device}
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device,
+            "cpu_count": os.cpu_count(), "load_average_at_start": _load()}
+
+
+def _load() -> float | None:
+    """The 1-minute load average: latency figures mean little without it (another job on the machine slows
+    every stream)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
 
 # ------------------------------------------------------------------------------------------ recipe
 
-def evaluate(cfg: EvalConfig, resume: bool = False) -> Path:
-    """The whole recipe (see the module docstring); returns the run folder."""
+def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = None) -> tuple[Path, list[SampleResult]]:
+    """The whole recipe (see the module docstring); returns the run folder and its result rows. `given`: the
+    configuration keys the user set explicitly (for a resumed run, see `resume_config`); None: all of them."""
     # --- 1. everything that can be wrong is found before any sample is generated
+    run_dir = find_run_dir(cfg, resume)
+    saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
+    if saved is not None:
+        cfg = resume_config(run_dir, saved, cfg, set(_flat(asdict(cfg))) if given is None else given)
+    language = base_language(cfg.language)
     models = {"base": resolve_model_path(cfg.base_model_path, "base_model_path", cfg)}
     if cfg.tuned_model_path:
         models["tuned"] = resolve_model_path(cfg.tuned_model_path, "tuned_model_path", cfg)
+    if saved is not None:
+        models = _saved_models(saved, models)
+    synthetic = [name for name, path in models.items() if is_synthetic(path)]
+    limit = cfg.max_sentences or None
+    if len(synthetic) == len(models) and (limit is None or limit > PRESET_MAX_SENTENCES):
+        limit = PRESET_MAX_SENTENCES
+        print(f"synthetic weights only: {PRESET_MAX_SENTENCES} sentences (enough to test the harness)")
     try:
-        sentences = load_sentences(cfg.sentences, cfg.language, cfg.max_sentences or None)
+        sentences = load_sentences(cfg.sentences, language, limit)
     except (ValueError, FileNotFoundError) as e:
         raise EvaluationError(f"sentences: {e}") from None
+    if len(sentences) < min_sentences():
+        print(f"WARNING: {len(sentences)} sentences: no difference between the models can reach p < {ALPHA} "
+              f"with fewer than {min_sentences()}; {sentences_needed(0.5)} detect a difference of half the "
+              "spread of per-sentence differences")
     references, reference_origin = resolve_reference(cfg, models.get("tuned"))
     check_reference(references)
-    asr_cfg = dataclasses.replace(cfg.asr, language=cfg.language)
+    asr_cfg = dataclasses.replace(cfg.asr, language=language)
     try:
         resolve_model(asr_cfg)
         check_asr_language(asr_cfg)
     except (FileNotFoundError, ValueError, ImportError) as e:
-        raise EvaluationError(f"ASR model: {e}") from None
-    run_dir = find_run_dir(cfg, resume)
-    resume_key = config_for_resume(cfg, models)
-    saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
-    if saved is not None and saved.get("resume_key") != resume_key:
-        raise EvaluationError(f"{run_dir} holds a run with another configuration or other models; give another "
-                              "--output-dir (or none, for a new dated run) to start a fresh one")
+        raise EvaluationError(f"ASR model: {e}".replace("TranscribeConfig.model / [training.transcribe] model",
+                                                         "--asr.model / [evaluation.asr] model")) from None
+    done = {row.key for row in read_results(run_dir) if row.ok}
+    todo = [(i, s, k, name) for i, s in enumerate(sentences) for k in range(cfg.samples_per_sentence)
+            for name in (list(models) if i % 2 == 0 else list(models)[::-1]) if (name, s.id, k) not in done]
+    loaded = {name: load_checked(name, path, cfg) for name, path in models.items()} if todo else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     asr = Asr(asr_cfg)
     verifier = SpeakerSimilarity(cfg.similarity)
+    quality = DnsMos()
     reference_embedding = mean_embedding([verifier.reference_embedding(p) for p in references])
+    speaker = speaker_recordings(cfg, references, reference_origin)
 
-    synthetic = [name for name, path in models.items() if is_synthetic(path)]
+    used = {name: asdict(stream_settings(cfg.stream, name in synthetic)) for name in models}
     info = {
-        "config": asdict(cfg), "resume_key": resume_key, "environment": environment(cfg.device),
+        "config": asdict(cfg), "resume_key": config_for_resume(cfg, models), "environment": environment(cfg.device),
         "models": {name: describe_model(path, name in synthetic) for name, path in models.items()},
-        "synthetic": bool(synthetic), "asr_model": f"{asr_cfg.backend}: {asr_cfg.model}",
+        "stream_used": used, "synthetic": bool(synthetic), "asr_model": f"{asr_cfg.backend}: {asr_cfg.model}",
         "similarity_model": verifier.name, "similarity_note": similarity_note(verifier.name),
+        "quality_model": quality.name,
         "reference_audio": [str(p) for p in references],
         "reference_origin": reference_origin, "sentences": len(sentences),
+        "sentences_used": [s.id for s in sentences],
+        "similarity_ceiling": similarity_ceiling(verifier, references, speaker),
+        "asr_floor": asr_floor(asr, speaker, language),
     }
     write_run_info(run_dir, info)
-    done = {row.key for row in read_results(run_dir) if row.ok}
     print(f"evaluation: {len(sentences)} sentences x {cfg.samples_per_sentence} samples, models "
           f"{', '.join(f'{k}={v}' for k, v in models.items())}; reference {references[0]} ({reference_origin}); "
           f"{len(done)} samples already done in {run_dir}")
     if synthetic:
         print(f"NOTE: {' and '.join(synthetic)}: SYNTHETIC weights (the tiny preset or a fine-tune of it) make no "
-              "intelligible speech; the scores test the harness, not a voice")
+              f"intelligible speech and never stop by themselves: "
+              f"{min(cfg.stream.max_new_tokens, PRESET_MAX_TOKENS)} speech tokens per sample; "
+              "the scores test the harness, not a voice")
 
-    # --- 2. generate and score, model by model (one model in memory at a time)
-    for name, path in models.items():
-        todo = [(i, s, k) for i, s in enumerate(sentences) for k in range(cfg.samples_per_sentence)
-                if (name, s.id, k) not in done]
-        if not todo:
-            continue
-        model = load_model(path, cfg)
-        model.setup_model(str(references[0]), exaggeration=cfg.stream.exaggeration)
-        stream = cfg.stream
-        if name in synthetic and stream.max_new_tokens > PRESET_MAX_TOKENS:
-            stream = dataclasses.replace(stream, max_new_tokens=PRESET_MAX_TOKENS)
-            print(f"{name}: synthetic weights never stop by themselves; {PRESET_MAX_TOKENS} speech tokens per sample")
-        own = SelfSimilarity(model.ve)
-        own_reference = mean_embedding([own.reference_embedding(p) for p in references])
+    # --- 2. warm up, then generate and score, the two models taking turns to go first
+    for name, model in loaded.items():  # (setup_model's own warm-up is left out: the warm-up stream below is real)
+        model.prepare_conditionals(str(references[0]), exaggeration=cfg.stream.exaggeration)
         (run_dir / "samples" / name).mkdir(parents=True, exist_ok=True)
-        for i, sentence, k in tqdm(todo, desc=f"{name} samples", unit="sample"):
-            row = run_sample(model, name, i, sentence, k, cfg, stream, run_dir, asr, verifier,
-                             reference_embedding, own, own_reference)
-            append_result(run_dir, row)
-        del model
-        gc.collect()
+    own = {name: SelfSimilarity(model.ve) for name, model in loaded.items()}
+    own_reference = {name: mean_embedding([own[name].reference_embedding(p) for p in references]) for name in loaded}
+    for name, model in loaded.items():  # the first stream of a process pays for allocations and caches
+        print(f"{name}: one untimed warm-up stream")
+        stream_sample(model, sentences[0].text, language if model.t3.cfg.is_multilingual else None, cfg.seed,
+                      stream_settings(cfg.stream, name in synthetic))
+    for i, sentence, k, name in tqdm(todo, desc="samples", unit="sample"):
+        row = run_sample(loaded[name], name, i, sentence, k, cfg, stream_settings(cfg.stream, name in synthetic),
+                         run_dir, asr, verifier, quality, reference_embedding, own[name], own_reference[name],
+                         language)
+        append_result(run_dir, row)
+    del loaded
+    gc.collect()
 
     # --- 3. statistics and report
     rows = read_results(run_dir)
+    info["environment"]["load_average_at_end"] = _load()
+    write_run_info(run_dir, info)
     md, html = write_report(run_dir, rows, info)
     failed = sum(not r.ok for r in rows)
     print(f"{len(rows)} samples ({failed} failed); report: {md} and {html}")
     if failed:
-        print(f"to retry the failed samples: python -m evaluation --output-dir {run_dir} (same settings)")
-    return run_dir
+        print(f"to retry the failed samples: python -m evaluation --output-dir {run_dir}")
+    return run_dir, rows
+
+
+def _saved_models(saved: dict, models: dict[str, str]) -> dict[str, str]:
+    """A resumed run keeps the models it resolved to when it started ('latest' may point elsewhere now)."""
+    kept = (saved.get("resume_key") or {}).get("resolved_models") or models
+    for name, path in kept.items():
+        if path not in PRESETS and not Path(path).exists() and Path(path).is_absolute():
+            raise EvaluationError(f"the run's {name} model {path} no longer exists")
+    return dict(kept)
+
+
+def speaker_recordings(cfg: EvalConfig, references: list[Path], origin: str, limit: int = 5) -> list[Path]:
+    """Up to `limit` other recordings of the speaker: the other reference clips, else (when the reference came
+    from the training speaker's folder) other files of `audio_dir`. They put the scores on a scale."""
+    if len(references) > 1:
+        return references
+    if origin == "reference_audio":
+        return []
+    found = sorted(p for p in Path(cfg.audio_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    return [p for p in found if p.resolve() != references[0].resolve()][:limit]
+
+
+def similarity_ceiling(verifier, references: list[Path], others: list[Path]) -> dict | None:
+    """The same-speaker ceiling: how similar the speaker's own recordings are to the reference (or, with several
+    references, to each other). A perfect clone scores about this, not 100."""
+    pairs = ([(a, b) for i, a in enumerate(references) for b in references[i + 1:]] if len(references) > 1 else
+             [(references[0], p) for p in others])
+    scores = []
+    for a, b in pairs:
+        try:
+            scores.append(cosine(verifier.reference_embedding(a), verifier.reference_embedding(b)))
+        except Exception as e:  # noqa: BLE001 - an unusable clip only narrows the ceiling's basis
+            log.info("similarity ceiling: %s vs %s skipped (%s)", a, b, e)
+    return {"mean": float(np.mean(scores)), "n": len(scores)} if scores else None
+
+
+def asr_floor(asr, recordings: list[Path], language: str) -> dict | None:
+    """The ASR's own WER on the speaker's real recordings that have a transcript beside them (clip.txt): the
+    floor under any model's WER. None when no recording has one."""
+    scored = []
+    for path in recordings:
+        text = path.with_suffix(".txt")
+        if not text.is_file() or not text.read_text(encoding="utf-8").strip():
+            continue
+        try:
+            wav = load_audio(path, 16_000)
+            scored.append(score(text.read_text(encoding="utf-8"), asr.transcribe(wav, 16_000), language)["wer"])
+        except Exception as e:  # noqa: BLE001 - a clip that cannot be scored is left out of the floor
+            log.info("ASR floor: %s skipped (%s)", path, e)
+    return {"wer": float(np.mean(scored)), "n": len(scored)} if scored else None
+
+
+def stream_settings(stream: StreamSettings, synthetic: bool) -> StreamSettings:
+    """The settings a model's samples really use: synthetic weights never emit a stop token, so they are capped
+    at PRESET_MAX_TOKENS (the report shows these, not the configured ones)."""
+    if synthetic and stream.max_new_tokens > PRESET_MAX_TOKENS:
+        return dataclasses.replace(stream, max_new_tokens=PRESET_MAX_TOKENS)
+    return stream
+
+
+def load_checked(name: str, path: str, cfg: EvalConfig):
+    """Load one model completely before anything is generated: a broken checkpoint fails here, in seconds, not
+    after the other model's samples. Both models stay loaded, so their samples can take turns."""
+    try:
+        return load_model(path, cfg)
+    except Exception as e:  # noqa: BLE001 - any loading failure is reported the same way, with its reason
+        raise EvaluationError(f"{name} model {path} cannot be loaded: {type(e).__name__}: {e}") from None
 
 
 def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: EvalConfig, stream: StreamSettings,
-               run_dir: Path, asr, verifier, reference_embedding, own, own_reference) -> SampleResult:
+               run_dir: Path, asr, verifier, quality, reference_embedding, own, own_reference,
+               language: str) -> SampleResult:
     """One streamed, saved and scored sample; any failure is recorded in the row, never raised."""
     seed = cfg.seed + 1000 * index + k
-    row = SampleResult(model=name, sentence_id=sentence.id, sample=k, seed=seed, language=cfg.language,
-                       text=sentence.text)
+    row = SampleResult(model=name, sentence_id=sentence.id, sample=k, seed=seed, language=language,
+                       text=sentence.text, load_average=_load())
     try:
-        language = cfg.language if model.t3.cfg.is_multilingual else None
-        audio, timing = stream_sample(model, sentence.text, language, seed, stream)
+        audio, timing = stream_sample(model, sentence.text, language if model.t3.cfg.is_multilingual else None,
+                                      seed, stream)
         for key, value in asdict(timing).items():
             setattr(row, key, value)
         if len(audio) == 0:
@@ -263,7 +400,7 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
         sf.write(run_dir / wav, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
         row.wav = str(wav)
         row.hypothesis = asr.transcribe(audio, SAMPLE_RATE)
-        scores = score(sentence.text, row.hypothesis, cfg.language)
+        scores = score(sentence.text, row.hypothesis, language)
         row.wer, row.cer = scores["wer"], scores["cer"]
         row.reference_norm, row.hypothesis_norm = scores["reference_norm"], scores["hypothesis_norm"]
         row.similarity = verifier.similarity(reference_embedding, audio, SAMPLE_RATE)
@@ -271,6 +408,11 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
             row.similarity_self = own.similarity(own_reference, audio, SAMPLE_RATE)
         except ValueError as e:
             log.info("%s %s sample %d: no self-similarity (%s)", name, sentence.id, k, e)
+        try:  # a score of its own: a clip DNSMOS cannot rate keeps its other scores
+            for key, value in quality.score(audio, SAMPLE_RATE).items():
+                setattr(row, key, value)
+        except ValueError as e:
+            log.info("%s %s sample %d: no quality score (%s)", name, sentence.id, k, e)
     except Exception as e:  # noqa: BLE001 - recorded with the sample; the run goes on
         row.error = f"{type(e).__name__}: {e}"
         log.warning("%s %s sample %d failed: %s", name, sentence.id, k, row.error)
@@ -278,7 +420,6 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
 
 
 def load_model(path: str, cfg: EvalConfig):
-
     multilingual = cfg.multilingual or path == "tiny-multilingual"
     return load_chatterbox(path, multilingual, cfg.device)
 
@@ -330,14 +471,29 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
     p.add_argument("--resume", action="store_true",
-                   help=f"continue the newest run in {RUNS_DIR}/ (or --output-dir): finished samples are kept")
+                   help=f"continue the newest run in {RUNS_DIR}/ (or --output-dir) with the settings it was started "
+                        "with: finished samples are kept, failed ones retried")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="report two finished run folders against each other, generating nothing")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, as the flags (stream.chunk_size=10, max_sentences=20)")
     add_config_flags(p, EvalConfig, "evaluation")
     return p
 
 
+def given_keys(args: argparse.Namespace, overrides: list[str]) -> set[str]:
+    """The configuration keys the user set: flags, `key=value` and, with --config, the keys of that file."""
+    keys = {o.split("=", 1)[0].replace("-", "_") for o in overrides}
+    if args.config and Path(args.config).is_file():
+        import tomllib
+
+        keys |= set(_flat(tomllib.loads(Path(args.config).read_text()).get("evaluation", {})))
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 every sample scored; 1 some samples failed (the report is written and lists them); 2 the
+    run could not start (the message says what to fix)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -347,9 +503,15 @@ def main(argv: list[str] | None = None) -> int:
             md, html = compare(a, b, out)
             print(f"comparison: {md} and {html}")
             return 0
-        cfg = load_config(EvalConfig, "evaluation", args.config, flag_overrides(args))
-        evaluate(cfg, resume=args.resume)
+        overrides = [*args.overrides, *flag_overrides(args)]
+        cfg = load_config(EvalConfig, "evaluation", args.config, overrides)
+        run_dir, rows = evaluate(cfg, resume=args.resume, given=given_keys(args, overrides))
     except (EvaluationError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    failed = sum(not r.ok for r in rows)
+    if failed:
+        print(f"error: {failed} of {len(rows)} samples failed (see 'Failed samples' in {run_dir / 'report.md'})",
+              file=sys.stderr)
+        return 1
     return 0

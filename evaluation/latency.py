@@ -25,6 +25,7 @@ class StreamTiming:
     chunk_audio: list[float] = field(default_factory=list)  # seconds of audio per chunk
     underruns: int = 0
     underrun_seconds: float = 0.0
+    token_cap: bool = False  # a text piece ended at max_new_tokens instead of its stop token
 
 
 def stream_sample(model, text: str, language: str | None, seed: int,
@@ -45,6 +46,7 @@ def stream_sample(model, text: str, language: str | None, seed: int,
         timing.chunk_compute.append(chunk.metrics.compute_seconds)
         timing.chunk_audio.append(len(chunk.audio) / SAMPLE_RATE)
         pieces.append(chunk.audio)
+        timing.token_cap |= chunk.metrics.token_cap
     timing.total_seconds = time.perf_counter() - start
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     timing.audio_seconds = len(audio) / SAMPLE_RATE

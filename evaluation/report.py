@@ -49,7 +49,8 @@ PLOTS_DIR = "plots"
 SYNTHETIC_WARNING = ("WARNING: SYNTHETIC WEIGHTS. At least one model here has random weights and produces no "
                      "intelligible speech; these numbers test the harness, not a voice.")
 WORST_N = 5
-ALPHA = 0.05  # p below this is called a difference in the verdict column
+AUDIO_KBPS = "mp3, embedded in report.html"
+ALPHA = stats.ALPHA  # p below this is called a difference in the verdict column
 SELF_SIMILARITY_NOTE = "(model's own voice encoder — biased, conditioned on)"
 FIGURE_DPI = 100
 
@@ -69,6 +70,7 @@ PRIMARY = (  # the summary table's columns, labels exactly as users look for the
     Metric("wer", "WER"),
     Metric("cer", "CER"),
     Metric("similarity", "speaker similarity", higher_is_better=True, scale=100.0, digits=1),
+    Metric("quality", "quality (DNSMOS OVRL)", higher_is_better=True, digits=2),
     Metric("time_to_first_audio", "time to first audio (s)"),
     Metric("rtf", "real-time factor"),
     Metric("underruns", "underruns", digits=2),
@@ -76,6 +78,9 @@ PRIMARY = (  # the summary table's columns, labels exactly as users look for the
 SECONDARY = (
     Metric("similarity_self", f"speaker similarity, self {SELF_SIMILARITY_NOTE}", higher_is_better=True,
            scale=100.0, digits=1),
+    Metric("quality_sig", "quality, speech signal (DNSMOS SIG)", higher_is_better=True, digits=2),
+    Metric("quality_bak", "quality, background (DNSMOS BAK)", higher_is_better=True, digits=2),
+    Metric("quality_p808", "quality (DNSMOS P.808)", higher_is_better=True, digits=2),
     Metric("underrun_seconds", "underrun time (s)"),
     Metric("total_seconds", "total stream time (s)"),
     Metric("audio_seconds", "audio length (s)", higher_is_better=None),
@@ -109,6 +114,7 @@ class Link:
     text: str
     target: Path  # the file; rendered relative to the report's folder
     audio: bool = False
+    embed: bool = False  # an audio player whose sound is inside report.html (it plays when the file is mailed)
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,21 @@ class Strong:
     text: str
 
 
-Inline = Union[str, Link, Strong]
+@dataclass(frozen=True)
+class Marked:
+    """A word of a transcript that differs from the reference: "sub" (said instead), "ins" (extra), "del"
+    (missing: the reference's word, struck through)."""
+
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Words:
+    parts: tuple[Union[str, Marked], ...]
+
+
+Inline = Union[str, Link, Strong, Words]
 
 
 @dataclass(frozen=True)
@@ -184,6 +204,10 @@ def _md_inline(part: Inline, out_dir: Path) -> str:
         return f"[{_md_text(part.text)}]({_href(part.target, out_dir)})"
     if isinstance(part, Strong):
         return f"**{_md_text(part.text)}**"
+    if isinstance(part, Words):
+        marks = {"sub": "**{}**", "ins": "**+{}**", "del": "~~{}~~"}
+        return " ".join(_md_text(w) if isinstance(w, str) else marks[w.kind].format(_md_text(w.text))
+                        for w in part.parts)
     return _md_text(part)
 
 
@@ -222,17 +246,41 @@ th { background: #f3f3f3; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; }
 audio { height: 1.8em; vertical-align: middle; }
+mark.sub { background: #ffe08a; } ins.ins { background: #c8f0c8; text-decoration: none; } del.del { color: #b00; }
 """
 
 
 def _html_inline(part: Inline, out_dir: Path) -> str:
     if isinstance(part, Link):
         href = html.escape(_href(part.target, out_dir))
+        uri = _audio_uri(Path(part.target)) if part.embed else None
+        if uri:
+            return f'<audio controls preload="none" src="{uri}"></audio>'
         link = f'<a href="{href}">{html.escape(part.text)}</a>'
         return link + (f' <audio controls preload="none" src="{href}"></audio>' if part.audio else "")
     if isinstance(part, Strong):
         return f"<strong>{html.escape(part.text)}</strong>"
+    if isinstance(part, Words):
+        tags = {"sub": "mark", "ins": "ins", "del": "del"}
+        return " ".join(html.escape(w) if isinstance(w, str) else
+                        f'<{tags[w.kind]} class="{w.kind}">{html.escape(w.text)}</{tags[w.kind]}>' for w in part.parts)
     return html.escape(str(part))
+
+
+def _audio_uri(path: Path) -> str | None:
+    """The clip as an MP3 data URI (about 6 kB per second, a tenth of the WAV), so report.html plays it alone;
+    None when the file is missing or unreadable (the page then links it, and still renders)."""
+    import soundfile as sf
+
+    from inference.server.audio_formats import StreamEncoder
+
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, ValueError):  # LibsndfileError is a RuntimeError
+        return None
+    encoder = StreamEncoder("mp3", rate)
+    data = encoder.encode(audio.mean(axis=1)) + encoder.finish()
+    return "data:audio/mpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _data_uri(path: Path) -> str:
@@ -290,14 +338,52 @@ def _p(p: float, exact: bool) -> str:
 
 
 def _verdict(d: stats.Delta, metric: Metric, a: str, b: str) -> str:
+    """better / worse / no detectable difference (with the smallest difference the run could have found)."""
     if not math.isfinite(d.p_value):
         return "–"
-    if d.p_value >= ALPHA:
-        return f"no clear difference (p ≥ {ALPHA})"
-    if metric.higher_is_better is None:
-        return f"{b} {'higher' if d.mean > 0 else 'lower'} (neither is better)"
-    improved = (d.mean > 0) == metric.higher_is_better
-    return f"{b} {'better' if improved else 'worse'} than {a}"
+    if d.paired and d.n_sentences < stats.min_sentences():
+        return f"too few sentences to decide ({d.n_sentences}; a paired test needs {stats.min_sentences()})"
+    if d.p_value < ALPHA:
+        if metric.higher_is_better is None:
+            return f"{b} {'higher' if d.mean > 0 else 'lower'} (neither is better)"
+        improved = (d.mean > 0) == metric.higher_is_better
+        return f"{b} {'better' if improved else 'worse'}"
+    if d.paired and math.isfinite(d.detectable):
+        return (f"no detectable difference (one of ±{_num(d.detectable, metric)} would be found "
+                f"{stats.POWER:.0%} of the time)")
+    return "no detectable difference"
+
+
+def word_diff(reference: str | None, hypothesis: str | None) -> Words:
+    """The hypothesis word by word against the reference (both normalised as scored): substituted and inserted
+    words marked, missing reference words struck through."""
+    import jiwer
+
+    ref, hyp = (reference or "").split(), (hypothesis or "").split()
+    if not ref:
+        return Words(tuple(Marked(w, "ins") for w in hyp))
+    if not hyp:
+        return Words(tuple(Marked(w, "del") for w in ref))
+    parts: list[Union[str, Marked]] = []
+    for chunk in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
+        said, meant = hyp[chunk.hyp_start_idx:chunk.hyp_end_idx], ref[chunk.ref_start_idx:chunk.ref_end_idx]
+        if chunk.type == "equal":
+            parts += said
+        elif chunk.type == "delete":
+            parts += [Marked(w, "del") for w in meant]
+        else:
+            parts += [Marked(w, "sub" if chunk.type == "substitute" else "ins") for w in said]
+    return Words(tuple(parts))
+
+
+def corpus_wer(rows: Sequence[SampleResult], model: str) -> float:
+    """All words of all successful samples scored together (errors / reference words), beside the mean of
+    per-sentence WER, which weighs a 4-word sentence as much as a 20-word one."""
+    import jiwer
+
+    pairs = [(r.reference_norm, r.hypothesis_norm or "") for r in rows
+             if r.model == model and r.ok and r.reference_norm]
+    return float(jiwer.wer([p[0] for p in pairs], [p[1] for p in pairs])) if pairs else math.nan
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,22 +408,70 @@ def _values(rows: Sequence[SampleResult], model: str, metric: str) -> np.ndarray
     return stats.finite(stats.metric_value(r, metric) for r in rows if r.model == model and r.ok)
 
 
-def plot_latency_cdf(rows: Sequence[SampleResult], models: Sequence[str], path: Path) -> Path | None:
-    """Cumulative distribution of time to first audio per model: the whole tail, not just the mean."""
-    series = {m: np.sort(_values(rows, m, "time_to_first_audio")) for m in models}
-    if not any(len(v) for v in series.values()):
+def plot_latency(rows: Sequence[SampleResult], models: Sequence[str], path: Path) -> Path | None:
+    """Latency distributions per model: time to first audio and real-time factor as cumulative distributions
+    (the whole tail, not just the mean), underruns as a histogram."""
+    series = {m: {k: np.sort(_values(rows, m, k)) for k in ("time_to_first_audio", "rtf", "underruns")}
+              for m in models}
+    if not any(len(v["time_to_first_audio"]) for v in series.values()):
         return None
-    figure = _figure(7, 4)
-    ax = figure.subplots()
-    for i, (model, x) in enumerate(series.items()):
-        if len(x):
-            y = np.arange(1, len(x) + 1) / len(x)
-            ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0], y]), where="post", color=f"C{i}",
-                    label=f"{model} (n={len(x)})")
-    ax.set(xlabel="time to first audio (s)", ylabel="fraction of samples", ylim=(0, 1.02),
-           title="Time to first audio (CDF)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    figure = _figure(13, 4)
+    axes = figure.subplots(1, 3)
+    for ax, key, label in zip(axes[:2], ("time_to_first_audio", "rtf"), ("time to first audio (s)",
+                                                                         "real-time factor (< 1 keeps up)")):
+        for i, (model, values) in enumerate(series.items()):
+            x = values[key]
+            if len(x):
+                y = np.arange(1, len(x) + 1) / len(x)
+                ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0], y]), where="post", color=f"C{i}",
+                        label=f"{model} (n={len(x)})")
+        ax.set(xlabel=label, ylabel="fraction of samples", ylim=(0, 1.02), xlim=(0, None), title=f"{label} (CDF)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    ax = axes[2]
+    top = int(max((v["underruns"].max() for v in series.values() if len(v["underruns"])), default=0))
+    bins = np.arange(top + 2) - 0.5
+    width = 0.8 / len(models)
+    for i, (model, values) in enumerate(series.items()):
+        counts, _ = np.histogram(values["underruns"], bins=bins)
+        ax.bar(np.arange(top + 1) + (i - (len(models) - 1) / 2) * width, counts, width, color=f"C{i}", label=model)
+    ax.set(xlabel="underruns per sample", ylabel="samples", title="Underruns of a real-time player")
+    ax.set_xticks(range(top + 1))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return _save(figure, path)
+
+
+# Full scales for the mean plot, so a small difference looks small: (metric, y-limits or None for 0..top).
+_MEAN_PANELS = (("wer", (0.0, 1.0)), ("similarity", (0.0, 100.0)), ("quality", (1.0, 5.0)),
+                ("time_to_first_audio", None))
+
+
+def plot_means(summaries: dict[str, stats.ModelSummary], path: Path) -> Path | None:
+    """Each model's mean with its 95% interval, on the metric's full scale (WER 0-1, similarity 0-100, MOS
+    1-5): the axes do not turn a 0.7-point difference into a cliff."""
+    if not any(s[m].n for s in summaries.values() for m, _ in _MEAN_PANELS):
+        return None
+    figure = _figure(13, 3.8)
+    axes = figure.subplots(1, len(_MEAN_PANELS))
+    models = list(summaries)
+    for ax, (name, limits) in zip(axes, _MEAN_PANELS):
+        metric = _BY_NAME[name]
+        means = np.array([summaries[m][name].mean for m in models]) * metric.scale
+        low = np.array([summaries[m][name].ci_low for m in models]) * metric.scale
+        high = np.array([summaries[m][name].ci_high for m in models]) * metric.scale
+        ok = np.isfinite(means)
+        x = np.arange(len(models))
+        ax.bar(x[ok], means[ok], 0.6, color=[f"C{i}" for i in x[ok]], alpha=0.8)
+        ax.errorbar(x[ok], means[ok], yerr=[means[ok] - low[ok], high[ok] - means[ok]], fmt="none", ecolor="black",
+                    capsize=6)
+        top = max(1e-9, float(np.nanmax(high)) * 1.15) if ok.any() else 1.0
+        ax.set_ylim(*(limits if limits and (not ok.any() or np.nanmax(high) <= limits[1]) else (0.0, top)))
+        better = {True: "higher is better", False: "lower is better", None: ""}[metric.higher_is_better]
+        ax.set_title(f"{metric.label}\n{better}", fontsize="medium")
+        ax.set_xticks(x, models)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Means with 95% BCa intervals over sentences")
     return _save(figure, path)
 
 
@@ -414,19 +548,131 @@ def plot_pairs(rows: Sequence[SampleResult], pairs: Sequence[tuple[str, str]], p
 # ----------------------------------------------------------------------------------------------------------
 # Sections
 # ----------------------------------------------------------------------------------------------------------
-def _summary_section(summaries: dict[str, stats.ModelSummary], asr_model: str, similarity_model: str) -> list[Block]:
-    headers = ["model", *(m.label for m in PRIMARY), "samples ok/failed"]
-    rows = [[model, *(_mean_ci(s[m.name], m) for m in PRIMARY), f"{s.ok}/{s.failed}"]
-            for model, s in summaries.items()]
+def _summary_section(summaries: dict[str, stats.ModelSummary], asr_model: str, similarity_model: str,
+                     rows: Sequence[SampleResult] = ()) -> list[Block]:
+    headers = ["model", *(m.label for m in PRIMARY), "corpus WER", "samples ok/failed"]
+    wer = _BY_NAME["wer"]
+    table = [[model, *(_mean_ci(s[m.name], m) for m in PRIMARY), _num(corpus_wer(rows, model), wer),
+              f"{s.ok}/{s.failed}"] for model, s in summaries.items()]
     return [
-        Heading("Summary"), _table(headers, rows),
+        Heading("Summary"), _table(headers, table),
         _para("Each cell is the mean over successful samples with its 95% bootstrap confidence interval in "
               "brackets; failed samples count only in the last column. WER and CER (lower is better) come from "
               f"ASR model {asr_model}. speaker similarity is the cosine similarity x100 (higher is better) "
               f"between each sample and the reference voice, from the independent verification model "
-              f"{similarity_model}. real-time factor is stream time over audio length (below 1 keeps up); "
+              f"{similarity_model}. quality is DNSMOS's predicted overall MOS (1-5, higher is better; trained on "
+              "noisy speech, it hears noise and artefacts better than prosody). corpus WER scores all words of "
+              "all sentences together, so long sentences weigh more than in the mean. "
+              "real-time factor is stream time over audio length (below 1 keeps up); "
               "underruns counts the stalls a real-time player would hit after the first chunk."),
     ]
+
+
+def _headline_section(rows: Sequence[SampleResult], summaries: dict[str, stats.ModelSummary], info: dict,
+                      a: str, b: str) -> list[Block]:
+    """The answer first: per metric, both models, the difference with its interval, p and a verdict."""
+    found = stats.deltas(rows, [m.name for m in PRIMARY], base=a, tuned=b)
+    body = []
+    for metric in PRIMARY:
+        d = found[metric.name]
+        ci = "–" if not math.isfinite(d.ci_low) else f"[{_signed(d.ci_low, metric)}, {_signed(d.ci_high, metric)}]"
+        if d.n_sentences < stats.min_sentences():
+            ci = "(no interval: too few sentences)"
+        body.append([metric.label, _mean_ci(summaries[a][metric.name], metric),
+                     _mean_ci(summaries[b][metric.name], metric), f"{_signed(d.mean, metric)} {ci}",
+                     _p(d.p_value, d.exact), _verdict(d, metric, a, b)])
+    n = max((d.n_sentences for d in found.values()), default=0)
+    out: list[Block] = [Heading(f"Is {b} better than {a}?"),
+                        _table(["metric", a, b, f"difference ({b} − {a}) [95% CI]", "p", "verdict"], body),
+                        _para(_design_text(rows, n, info))]
+    if n < stats.min_sentences():
+        out.insert(1, Alert(f"{n} sentence(s): no difference can reach p < {ALPHA} with fewer than "
+                            f"{stats.min_sentences()} (the smallest exact p with {n} is {2 / 2 ** max(n, 1):.3g}). "
+                            f"Run at least {stats.sentences_needed(0.5)} sentences to detect a difference of half "
+                            "the spread of per-sentence differences."))
+    return out
+
+
+def _design_text(rows: Sequence[SampleResult], sentences: int, info: dict) -> str:
+    samples = 1 + max((r.sample for r in rows), default=0)
+    env = info.get("environment") or {}
+    loads = [r.load_average for r in rows if r.load_average is not None]
+    load = (f"1-minute load average during the samples: mean {np.mean(loads):.2f}, max {max(loads):.2f} "
+            f"on {env.get('cpu_count', '?')} CPUs" if loads else "machine load not recorded")
+    ceiling, floor = info.get("similarity_ceiling"), info.get("asr_floor")
+    scale = (f"Same-speaker ceiling of speaker similarity: {100 * ceiling['mean']:.1f} ({ceiling['n']} pairs of the "
+             "speaker's own recordings; a perfect clone scores about this). " if ceiling else
+             "No other recording of the speaker to put similarity on a scale. ")
+    scale += (f"ASR floor: WER {floor['wer']:.3f} on {floor['n']} of the speaker's own recordings with "
+              "transcripts (the ASR's own errors, under any model's WER). " if floor else
+              "ASR floor not measured (no recording of the speaker with a transcript beside it, clip.txt). ")
+    return scale + (f"{sentences} sentences × {samples} sample(s) per model, paired by sentence and seed. Each cell: mean "
+            f"with its 95% BCa bootstrap interval ({stats.N_BOOT} resamples, seed 0) over sentence means; p: "
+            "two-sided sign-flip permutation test over sentences (exact up to "
+            f"{stats.EXACT_MAX_PAIRS} sentences). The sentence is the unit because samples of one sentence are "
+            f"not independent. Machine: {env.get('hardware', 'not recorded')}; {load}. The models took turns to go "
+            "first (by sentence) after one untimed warm-up stream each.")
+
+
+def _settings_section(rows: Sequence[SampleResult], info: dict, models: Sequence[str]) -> list[Block]:
+    """The streaming settings each model's samples really used, and the samples cut by the token cap."""
+    used = info.get("stream_used") or {}
+    configured = (info.get("config") or {}).get("stream") or {}
+    if not used and not configured:
+        return []
+    keys = list(configured or next(iter(used.values())))
+    body = [[k, _plain(configured.get(k, "–")), *(_plain((used.get(m) or {}).get(k, "–")) for m in models)]
+            for k in keys]
+    out: list[Block] = [Heading("Settings used"),
+                        _table(["setting", "configured", *(f"used by {m}" for m in models)], body)]
+    for m in models:
+        mine = [r for r in rows if r.model == m]
+        capped = sum(r.token_cap for r in mine)
+        if capped:
+            limit = (used.get(m) or configured).get("max_new_tokens", "?")
+            out.append(_para(f"{capped} of {len(mine)} {m} samples stopped at max_new_tokens ({limit}) instead of "
+                             "at their stop token: their speech may be cut short (marked 'token cap' below)."))
+    return out
+
+
+def _per_sentence_section(rows: Sequence[SampleResult], models: Sequence[str], root: Path,
+                          info: dict) -> list[Block]:
+    """One line per (sentence, sample): what each model was heard to say, its scores, and its audio."""
+    out: list[Block] = [Heading("Per sentence")]
+    references = [Path(p) for p in info.get("reference_audio") or []]
+    if references:
+        out.append(_table(["reference clip (the voice both models speak with)", "audio"],
+                          [[str(p), Link(p.name, p, audio=True, embed=True)] for p in references]))
+    by_key = {(r.model, r.sentence_id, r.sample): r for r in rows}
+    keys = sorted({(r.sentence_id, r.sample) for r in rows}, key=lambda k: (_sentence_order(rows, k[0]), k[1]))
+    wer, sim, quality = _BY_NAME["wer"], _BY_NAME["similarity"], _BY_NAME["quality"]
+    body = []
+    for sentence_id, sample in keys:
+        line: list[Inline] = [f"{sentence_id} #{sample}", next(r.text for r in rows if r.sentence_id == sentence_id)]
+        for m in models:
+            r = by_key.get((m, sentence_id, sample))
+            if r is None or not r.ok:
+                line += ["failed: " + _short(r.error or "", 120) if r else "–", "–", "–", "–", "–"]
+                continue
+            flag = " (token cap)" if r.token_cap else ""
+            line += [word_diff(r.reference_norm, r.hypothesis_norm), _num(_nan(r.wer), wer) + flag,
+                     _num(_nan(r.similarity), sim), _num(_nan(r.quality), quality),
+                     Link("wav", root / r.wav, audio=True, embed=True) if r.wav else "–"]
+        body.append(line)
+    headers = ["sentence", "text"]
+    for m in models:
+        headers += [f"{m}: heard", f"{m} WER", f"{m} similarity", f"{m} quality", f"{m} audio"]
+    out += [_table(headers, body),
+            _para("Transcripts are normalised as scored; highlighted words were heard instead of the text's, "
+                  "green ones were extra, struck-through ones were missing (markdown: bold, +bold, struck). "
+                  "report.html carries every clip as MP3 inside the page, so it plays when mailed on its own; "
+                  "report.md links the WAV files in samples/.")]
+    return out
+
+
+def _sentence_order(rows: Sequence[SampleResult], sentence_id: str) -> int:
+    ids = list(dict.fromkeys(r.sentence_id for r in sorted(rows, key=lambda r: r.seed)))
+    return ids.index(sentence_id)
 
 
 def _details_section(summaries: dict[str, stats.ModelSummary]) -> list[Block]:
@@ -514,10 +760,13 @@ def _short(text: str, limit: int = 500) -> str:
 
 
 def _plots_section(rows: Sequence[SampleResult], models: Sequence[str], pairs: Sequence[tuple[str, str]],
-                   plots_dir: Path, prefix: str, similarity_model: str) -> list[Block]:
+                   plots_dir: Path, prefix: str, similarity_model: str,
+                   summaries: dict[str, stats.ModelSummary]) -> list[Block]:
     made = [
-        (plot_latency_cdf(rows, models, plots_dir / f"{prefix}latency_cdf.png"),
-         "Time to first audio, cumulative distribution per model"),
+        (plot_means(summaries, plots_dir / f"{prefix}means.png"),
+         "Means with 95% intervals, each metric on its full scale"),
+        (plot_latency(rows, models, plots_dir / f"{prefix}latency.png"),
+         "Latency: time to first audio, real-time factor, underruns"),
         (plot_wer_per_sentence(rows, models, plots_dir / f"{prefix}wer_per_sentence.png"),
          "Mean WER per sentence"),
         (plot_similarity(rows, models, plots_dir / f"{prefix}similarity.png", similarity_model),
@@ -575,8 +824,10 @@ def write_report(run_dir: Path, rows: Sequence[SampleResult], info: dict) -> tup
     blocks: list[Block] = [Heading(title, 1)]
     if info.get("synthetic"):
         blocks.append(Alert(SYNTHETIC_WARNING))
+    for a, b in pairs:
+        blocks += _headline_section(rows, summaries, info, a, b)
     blocks.append(_para(f"Generated {_generated()} from {len(rows)} sample(s) in {run_dir}. ASR: {asr}. "
-                        f"Speaker similarity: {sim}."))
+                        f"Speaker similarity: {sim}. Quality: {info.get('quality_model', 'not recorded')}."))
     if info.get("reference_audio"):
         blocks.append(_para(f"Reference voice (both models speak with the first clip; similarity is measured "
                             f"against all): {', '.join(map(str, info['reference_audio']))} — "
@@ -586,12 +837,14 @@ def write_report(run_dir: Path, rows: Sequence[SampleResult], info: dict) -> tup
     described = info.get("models") or {}
     blocks += [Heading("Models"),
                _table(["model", "description"], [[m, str(described.get(m, "–"))] for m in models])]
-    blocks += _summary_section(summaries, asr, sim)
+    blocks += _settings_section(rows, info, models)
+    blocks += _per_sentence_section(rows, models, run_dir, info)
+    blocks += _summary_section(summaries, asr, sim, rows)
     for a, b in pairs:
-        blocks += _delta_section(rows, a, b, True, f"Paired by (sentence_id, sample): both models read the same "
+        blocks += _delta_section(rows, a, b, True, f"Paired by sentence and seed: both models read the same "
                                                    f"sentences with the same seeds. Delta is {b} − {a}.")
     blocks += _details_section(summaries)
-    blocks += _plots_section(rows, models, pairs, run_dir / PLOTS_DIR, "", sim)
+    blocks += _plots_section(rows, models, pairs, run_dir / PLOTS_DIR, "", sim, summaries)
     blocks += _worst_section(rows, models, {m: run_dir for m in models})
     blocks += _failed_section(rows)
     blocks += [Heading("Configuration"), _config_block(info.get("config"))]
@@ -612,14 +865,36 @@ def _load_run(run_dir: Path) -> list[SampleResult]:
 
 def _pairing(rows: Sequence[SampleResult], a: str, b: str) -> tuple[bool, str]:
     """Pair when the two models share at least half the samples of the smaller one; say what was done."""
-    ka = {(r.sentence_id, r.sample) for r in rows if r.model == a}
-    kb = {(r.sentence_id, r.sample) for r in rows if r.model == b}
+    ka = {(r.sentence_id, r.sample) for r in rows if r.model == a and r.ok}  # failed samples cannot pair
+    kb = {(r.sentence_id, r.sample) for r in rows if r.model == b and r.ok}
     shared = len(ka & kb)
     if shared >= 2 and shared * 2 >= min(len(ka), len(kb)):
         return True, (f"Paired by (sentence_id, sample): {shared} shared sample(s) ({len(ka)} in {a}, "
                       f"{len(kb)} in {b}); unshared samples are left out of the delta. Delta is {b} − {a}.")
     return False, (f"Unpaired: the runs share {shared} of {len(ka)} / {len(kb)} samples, too few to pair, so "
                    f"the delta is the difference of the two means ({b} − {a}).")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _config_diff_section(a: dict, b: dict) -> list[Block]:
+    """What was set differently in the two runs: the first thing to know before reading their deltas."""
+    fa, fb = _flat(a), _flat(b)
+    differ = [k for k in dict.fromkeys([*fa, *fb]) if k != "output_dir" and fa.get(k) != fb.get(k)]
+    if not (a and b):
+        return [Heading("Configuration differences"), _para("A run has no saved configuration to compare.")]
+    if not differ:
+        return [Heading("Configuration differences"), _para("None: both runs used the same settings.")]
+    return [Heading("Configuration differences"),
+            _table(["setting", "run A", "run B"], [[k, _plain(fa.get(k, "–")), _plain(fb.get(k, "–"))] for k in differ])]
 
 
 def compare(run_a: Path, run_b: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -665,7 +940,8 @@ def compare(run_a: Path, run_b: Path, out_dir: Path) -> tuple[Path, Path]:
     model_rows = [[label, str((runs[tag][2].get("models") or {}).get(model, "–"))]
                   for label, (tag, model) in labels.items()]
     blocks += [Heading("Models"), _table(["model", "description"], model_rows)]
-    blocks += _summary_section(summaries, asr, sim)
+    blocks += _summary_section(summaries, asr, sim, rows)
+    blocks += _config_diff_section(info_a.get("config") or {}, info_b.get("config") or {})
     pairs = []
     if not shared:
         blocks.append(_para("The runs have no model name in common, so no deltas are shown."))
@@ -676,7 +952,7 @@ def compare(run_a: Path, run_b: Path, out_dir: Path) -> tuple[Path, Path]:
             pairs.append((a, b))
         blocks += _delta_section(rows, a, b, paired, how)
     blocks += _details_section(summaries)
-    blocks += _plots_section(rows, list(labels), pairs, out_dir / PLOTS_DIR, "compare_", sim)
+    blocks += _plots_section(rows, list(labels), pairs, out_dir / PLOTS_DIR, "compare_", sim, summaries)
     blocks += _worst_section(rows, list(labels), roots)
     blocks += _failed_section(rows)
     for tag, (_, _, info) in runs.items():

@@ -30,6 +30,11 @@ class SampleResult:
     # speaker similarity: cosine in [-1, 1] against the reference clip (the report shows x100)
     similarity: float | None = None  # the independent verification model (`similarity_model`)
     similarity_self: float | None = None  # the model's own voice encoder: biased, secondary
+    # quality: DNSMOS predicted MOS, 1-5 (evaluation/quality.py)
+    quality: float | None = None  # P.835 overall
+    quality_sig: float | None = None  # P.835 speech signal
+    quality_bak: float | None = None  # P.835 background
+    quality_p808: float | None = None  # P.808 overall
     # streaming
     time_to_first_audio: float | None = None  # seconds from the request to the first chunk
     total_seconds: float | None = None  # wall clock of the whole stream
@@ -40,6 +45,8 @@ class SampleResult:
     chunk_audio: list[float] = field(default_factory=list)  # seconds of audio in each chunk
     underruns: int | None = None  # stalls a real-time player would have hit after the first chunk
     underrun_seconds: float | None = None  # total silence those stalls cause
+    token_cap: bool = False  # T3 stopped at max_new_tokens, not at its stop token: the speech may be cut short
+    load_average: float | None = None  # the machine's 1-minute load average when the sample started
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -118,6 +118,7 @@ class ChunkMetrics:
     time_to_first_audio: float  # from the request to the first chunk
     rtf: float  # compute so far / audio so far
     work: ChunkWork | None  # what the S3Gen call behind it computed
+    token_cap: bool = False  # the last chunk of a text piece that ended at max_new_tokens, not at its stop token
 
 
 class StreamChunk(NamedTuple):
@@ -138,7 +139,7 @@ class StreamClock:
     def resume(self) -> None:
         self.last = time.perf_counter()
 
-    def chunk(self, audio: np.ndarray, work: ChunkWork | None) -> StreamChunk:
+    def chunk(self, audio: np.ndarray, work: ChunkWork | None, token_cap: bool = False) -> StreamChunk:
         now = time.perf_counter()
         spent = now - self.last
         self.compute += spent
@@ -147,20 +148,24 @@ class StreamClock:
         if self.first is None:
             self.first = now - self.started
         metrics = ChunkMetrics(self.index, seconds, self.audio, spent, self.first,
-                               self.compute / self.audio if self.audio else float("inf"), work)
+                               self.compute / self.audio if self.audio else float("inf"), work, token_cap)
         self.index += 1
         return StreamChunk(audio.astype(np.float32, copy=False), metrics)
 
 
 def last_prompt_tokens(ref: RefDict, n: int | None) -> RefDict:
-    """The voice with only its last `n` prompt tokens and their 2n mel frames (speaker embedding unchanged)."""
+    """The voice with only its last `n` prompt tokens and their 2n mel frames (speaker embedding unchanged).
+
+    `S3Gen.embed_ref` keeps every mel frame of the clip and cuts the tokens to match, so a clip with an odd
+    frame count has one frame past its last token; the frames are taken aligned with the tokens, from the
+    start, which drops that frame."""
     tokens = ref.prompt_token.shape[1]
     if n is None or n >= tokens:
         return ref
-    if ref.prompt_feat.shape[1] != TOKEN_MEL_RATIO * tokens:
+    if ref.prompt_feat.shape[1] < TOKEN_MEL_RATIO * tokens:
         raise ValueError(f"the voice has {ref.prompt_feat.shape[1]} prompt frames for {tokens} prompt tokens; "
-                         f"trimming needs exactly {TOKEN_MEL_RATIO} per token")
-    feat = ref.prompt_feat[:, -TOKEN_MEL_RATIO * n:]
+                         f"trimming needs at least {TOKEN_MEL_RATIO} per token")
+    feat = ref.prompt_feat[:, TOKEN_MEL_RATIO * (tokens - n): TOKEN_MEL_RATIO * tokens]
     return RefDict(ref.prompt_token[:, -n:], torch.full_like(ref.prompt_token_len, n), feat, ref.embedding,
                    None if ref.prompt_feat_len is None else torch.full_like(ref.prompt_feat_len, feat.shape[1]))
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 S3_SR = 16_000  # the S3 tokenizer and the voice encoder take 16 kHz audio
 PROMPT_SECONDS = 6  # conditioning prompt: tokens of the first 6 s, as the inference pipeline takes them
-_CACHE_VERSION = "dataset-v2"  # part of the cache key: bump whenever rows are computed differently
+_CACHE_VERSION = "dataset-v3"  # part of the cache key: bump whenever rows are computed differently
 _INFO_FILE = "build_info.json"
 COLUMNS = ("path", "duration", "text", "text_tokens", "speech_tokens", "speaker_emb", "prompt_tokens")
 
@@ -78,15 +78,18 @@ def validation_size(n: int, cfg: DatasetConfig) -> int:
     return min(n - 2, max(1, round(n * cfg.val_fraction)))
 
 
-def _split_rank(path: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}\0{path}".encode()).hexdigest()
+def _split_rank(name: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
 
 
 def split_paths(paths: Iterable[str], cfg: DatasetConfig) -> tuple[list[str], list[str]]:
-    """(train, validation) paths, each sorted. Which paths are held out depends on the set of paths and the
-    seed only: the `validation_size` paths whose hash with the seed ranks lowest."""
+    """(train, validation) paths, each sorted. Which paths are held out depends on the seed and on the paths
+    relative to their common folder, not on where that folder lives: a moved or copied dataset (or another
+    machine) holds out the same clips. The held-out ones are the `validation_size` paths ranking lowest."""
     unique = sorted(set(str(p) for p in paths))
-    ranked = sorted(unique, key=lambda p: (_split_rank(p, cfg.seed), p))
+    absolute = {p: os.path.abspath(p) for p in unique}
+    root = os.path.commonpath(list(absolute.values())) if len(unique) > 1 else ""
+    ranked = sorted(unique, key=lambda p: (_split_rank(os.path.relpath(absolute[p], root) if root else p, cfg.seed), p))
     held_out = set(ranked[: validation_size(len(unique), cfg)])
     return [p for p in unique if p not in held_out], [p for p in unique if p in held_out]
 

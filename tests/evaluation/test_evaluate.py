@@ -38,9 +38,11 @@ def write_config(path: Path, **evaluation) -> Path:
 
 
 def fast(tmp_path: Path, **extra) -> dict:
-    """Two sentences, short streams, 1 s of the voice prompt per chunk (S3Gen's cost is mostly the prompt)."""
+    """Two sentences, short streams, 1 s of the voice prompt per chunk (S3Gen's cost is mostly the prompt); the
+    language as a locale, as users write it."""
     return {"base_model_path": '"tiny"', "reference_audio": f'["{SAMPLE_CLIP}"]', "max_sentences": 2,
-            "output_dir": f'"{tmp_path / "run"}"', "stream.max_new_tokens": 30, "stream.chunk_size": 10,
+            "language": '"en-US"',
+            "output_dir": f'"{tmp_path / "run"}"', "stream.max_new_tokens": 20, "stream.chunk_size": 10,
             "stream.prompt_tokens": 25, **extra}
 
 
@@ -53,6 +55,7 @@ def fast(tmp_path: Path, **extra) -> dict:
     ({"max_sentences": '"many"'}, "max_sentences"),
     ({"stream.strategy": '"psychic"'}, "stream.strategy must be one of"),
     ({"asr.model": '"/no/whisper"'}, "ASR model"),
+    ({"language": '"fr"'}, "--asr.model"),  # the bundled Whisper is English-only: the flag to change is named
 ])
 def test_bad_configuration_is_refused_before_any_work(tmp_path, capsys, settings, message):
     config = write_config(tmp_path / "config.toml", **{**fast(tmp_path), **settings})
@@ -100,14 +103,45 @@ def test_run_writes_samples_scores_and_a_report(finished_run):
         assert base.similarity == pytest.approx(tuned.similarity, abs=1e-6)
         np.testing.assert_array_equal(sf.read(run / base.wav)[0], sf.read(run / tuned.wav)[0])
 
+    # the models took turns to go first, every sample recorded the machine's load, and the tiny preset (which
+    # never stops by itself) hit the token cap on every sample
+    order = [(json.loads(line)["sentence_id"], json.loads(line)["model"])
+             for line in (run / RESULTS_FILE).read_text().splitlines()]
+    assert [m for _, m in order] == ["base", "tuned", "tuned", "base"], order
+    assert all(r.load_average is not None and r.token_cap for r in rows)
+    assert all(1 <= r.quality <= 5 and 1 <= r.quality_p808 <= 5 for r in rows)
+
     report = (run / "report.md").read_text()
-    for column in ("WER", "CER", "speaker similarity", "time to first audio", "real-time factor"):
+    for column in ("WER", "CER", "speaker similarity", "quality (DNSMOS OVRL)", "time to first audio",
+                   "real-time factor"):
         assert column in report
+    # the report agrees with results.jsonl: the verdict table's means and the per-sentence lines
+    verdict = table_rows(report, "Is tuned better than base?")
+    assert verdict["WER"][0].startswith(f"{np.mean([r.wer for r in rows if r.model == 'base']):.3f} ")
+    assert "too few sentences to decide" in verdict["WER"][-1]
+    per_sentence = table_rows(report, "Per sentence")
+    for row in rows:
+        line = per_sentence[f"{row.sentence_id} #{row.sample}"]
+        column = 2 if row.model == "base" else 7  # text, then per model: heard, WER, similarity, quality, audio
+        assert line[column].startswith(f"{row.wer:.3f}") and "(token cap)" in line[column]
+        assert line[column + 1] == f"{100 * row.similarity:.1f}" and line[column + 2] == f"{row.quality:.2f}"
+    assert "| max_new_tokens | 20 | 20 | 20 |" in report
+    assert "2 of 2 base samples stopped at max_new_tokens (20)" in report
     assert "SYNTHETIC" in report.upper()
     info = json.loads((run / "run_info.json").read_text())
     assert info["synthetic"] is True and info["reference_audio"] == [str(SAMPLE_CLIP)]
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and not re.search(r'src="https?://', html)
+    # mailed alone it still plays: every sample and the reference clip are inside the page
+    assert html.count('<audio controls preload="none" src="data:audio/mpeg;base64,') >= len(rows) + 1
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The markdown table under `## heading`: first cell -> the other cells."""
+    section = markdown.split(f"## {heading}\n", 1)[1]
+    lines = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("| ")][1:]
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+    return {c[0]: c[1:] for c in cells}
 
 
 def test_finished_run_is_not_redone_and_interrupted_run_resumes(finished_run, capsys, monkeypatch):
@@ -141,14 +175,47 @@ def test_changed_configuration_does_not_reuse_the_folder(finished_run, capsys):
     changed = write_config(config.with_name("other.toml"),
                            **fast(run.parent, tuned_model_path='"tiny"', **{"stream.temperature": 0.5}))
     assert recipe.main(["--config", str(changed)]) == 2
-    assert "another configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stream.temperature: run has 0.8, given 0.5" in err and "other settings" in err
+    assert recipe.main(["--output-dir", str(run), "--stream.chunk-size", "7", "max_sentences=3"]) == 2
+    err = capsys.readouterr().err
+    assert "max_sentences: run has 2, given 3" in err and "stream.chunk_size: run has 10, given 7" in err
 
     # --compare reads two finished runs and generates nothing
     assert recipe.main(["--compare", str(run), str(run), "--output-dir", str(run.parent / "cmp")]) == 0
     assert "WER" in (run.parent / "cmp" / "compare.md").read_text()
 
 
-def test_a_failed_sample_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+def test_plain_resume_keeps_the_runs_own_settings(finished_run, capsys, monkeypatch):
+    """The run was started from a config file with its own settings; resuming it with no flags (the shipped
+    config.toml says otherwise) or with a flag that agrees continues it."""
+    run, _ = finished_run
+    lines = (run / RESULTS_FILE).read_text()
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert recipe.main(["--output-dir", str(run)]) == 0
+    assert recipe.main(["--output-dir", str(run), "--resume", "--tuned-model-path", "tiny",
+                        "stream.max_new_tokens=20"]) == 0
+    assert (run / RESULTS_FILE).read_text() == lines and capsys.readouterr().out.count("4 samples already done") == 2
+
+
+def test_a_broken_tuned_model_fails_before_any_sample(tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "t3_cfg.safetensors").write_bytes(b"not a checkpoint")
+    config = write_config(tmp_path / "config.toml", **fast(tmp_path, tuned_model_path=f'"{broken}"'))
+    assert recipe.main(["--config", str(config)]) == 2
+    assert f"tuned model {broken} cannot be loaded" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing generated, nothing written
+
+
+def test_synthetic_models_report_the_token_cap_they_used():
+    from evaluation.config import StreamSettings
+
+    assert recipe.stream_settings(StreamSettings(max_new_tokens=400), True).max_new_tokens == recipe.PRESET_MAX_TOKENS
+    assert recipe.stream_settings(StreamSettings(max_new_tokens=400), False).max_new_tokens == 400
+
+
+def test_a_failed_sample_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     real = recipe.stream_sample
 
     def broken_second_sentence(model, text, *args):
@@ -162,7 +229,8 @@ def test_a_failed_sample_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     first_two = [s.text for s in load_sentences("default", "en", 2)]
     monkeypatch.setattr(recipe, "stream_sample", broken_second_sentence)
     config = write_config(tmp_path / "config.toml", **fast(tmp_path))
-    assert recipe.main(["--config", str(config)]) == 0
+    assert recipe.main(["--config", str(config)]) == 1  # scripts notice
+    assert "1 of 2 samples failed" in capsys.readouterr().err
     rows = {r.text: r for r in read_results(tmp_path / "run")}
     assert rows[first_two[0]].ok and rows[first_two[0]].wer is not None
     failed = rows[first_two[1]]

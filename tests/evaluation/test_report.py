@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from evaluation import stats
 from evaluation.report import (COMPARE_HTML, COMPARE_MD, SELF_SIMILARITY_NOTE, SYNTHETIC_WARNING, compare,
@@ -38,7 +39,7 @@ def make_rows(run_dir: Path, models=("base", "tuned"), sentences=6, samples=2, s
             for k in range(samples):
                 wav = f"samples/{model}/sent-{i:02d}_s{k}.wav"
                 (run_dir / wav).parent.mkdir(parents=True, exist_ok=True)
-                (run_dir / wav).write_bytes(b"RIFF")
+                sf.write(run_dir / wav, np.zeros(2400, dtype=np.float32), 24000)
                 rows.append(SampleResult(
                     model=model, sentence_id=f"sent-{i:02d}", sample=k, seed=k, language="en",
                     text=f"reference number {i}", wav=wav, hypothesis=f"hypothesis number {i}",
@@ -95,7 +96,7 @@ def test_describe_is_seeded_and_skips_missing():
 
 def test_paired_shift_gives_small_p():
     rng = np.random.default_rng(2)
-    base = {("s", i): float(v) for i, v in enumerate(rng.uniform(0.1, 0.5, 40))}
+    base = {(f"s{i}", 0): float(v) for i, v in enumerate(rng.uniform(0.1, 0.5, 40))}
     tuned = {k: v - 0.05 + float(rng.normal(0, 0.01)) for k, v in base.items()}
     d = stats.paired_delta(base, tuned)
     assert d.n_pairs == 40 and not d.exact
@@ -129,6 +130,53 @@ def test_monte_carlo_p_is_seeded_and_never_zero():
     rng = np.random.default_rng(4)
     noisy = rng.normal(0.1, 1, 40)
     assert stats.sign_flip_p(noisy, seed=7) == stats.sign_flip_p(noisy, seed=7)
+
+
+def simulated_run(rng, sentences: int, samples: int, effect: float = 0.0) -> tuple[dict, dict]:
+    """WER-like scores of base and tuned on `sentences` x `samples`: each sentence has its own difficulty AND its
+    own (zero-mean) preference for one model, which every sample of that sentence shares; `effect` is the true
+    mean difference."""
+    base, tuned = {}, {}
+    for i in range(sentences):
+        difficulty, preference = rng.normal(0.3, 0.1), rng.normal(0, 0.05)
+        for k in range(samples):
+            base[(f"s{i}", k)] = difficulty + rng.normal(0, 0.02)
+            tuned[(f"s{i}", k)] = difficulty + preference + effect + rng.normal(0, 0.02)
+    return base, tuned
+
+
+def test_false_positives_near_five_percent_when_samples_share_a_sentence():
+    """10 sentences x 3 samples, no true difference: the sentence-level test errs about 5 % of the time and its
+    95 % interval covers 0 about 95 % of the time; treating the 30 samples as independent pairs errs far more
+    often (that was the old behaviour: 29 %)."""
+    rng = np.random.default_rng(11)
+    runs = 400
+    positives = covered = naive_positives = 0
+    for _ in range(runs):
+        base, tuned = simulated_run(rng, 10, 3)
+        d = stats.paired_delta(base, tuned, n_boot=999)
+        positives += d.p_value < 0.05
+        covered += d.ci_low <= 0 <= d.ci_high
+        as_pairs = stats.paired_delta({str(k): v for k, v in base.items()}, {str(k): v for k, v in tuned.items()},
+                                      n_boot=99)
+        naive_positives += as_pairs.p_value < 0.05
+    assert 0.02 <= positives / runs <= 0.085, positives / runs
+    assert 0.89 <= covered / runs <= 0.98, covered / runs
+    assert naive_positives / runs > 0.15, naive_positives / runs
+
+
+def test_detectable_difference_and_sentences_needed():
+    assert stats.min_sentences() == 6  # 5 sentences: the smallest exact p is 2/32 = 0.0625
+    five = stats.paired_delta(*simulated_run(np.random.default_rng(1), 5, 1, effect=-0.5))
+    assert five.p_value >= 0.0625 and five.detectable == math.inf  # a huge effect, and still undecidable
+    assert stats.sentences_needed(0.5) == 32 and stats.sentences_needed(2.0) == 6
+    # a true effect of the detectable size is found about POWER of the time
+    rng = np.random.default_rng(5)
+    sd_units = 0.05  # sd of per-sentence differences with 1 sample: preference 0.05 (+ noise 0.028)
+    mde = stats.detectable_difference(np.hypot(sd_units, 0.02 * np.sqrt(2)), 30)
+    found = sum(stats.paired_delta(*simulated_run(rng, 30, 1, effect=-mde), n_boot=99).p_value < 0.05
+                for _ in range(200))
+    assert 0.7 <= found / 200 <= 0.9, found / 200
 
 
 def test_unpaired_delta():
@@ -175,7 +223,7 @@ def test_delta_table_only_with_two_models(two_model_run, one_model_run):
     _, _, md, _ = two_model_run
     assert "## tuned vs base" in md and "delta (tuned − base)" in md
     wer_line = next(line for line in md.splitlines() if line.startswith("| WER | lower |"))
-    assert "tuned better than base" in wer_line
+    assert wer_line.endswith("| tuned better |")
     assert "vs base" not in one_model_run and "delta (" not in one_model_run
 
 
@@ -193,7 +241,7 @@ def test_failed_rows_listed_and_excluded(two_model_run):
 
 def test_plots_written_and_linked(two_model_run):
     run, _, md, _ = two_model_run
-    for name in ("latency_cdf", "wer_per_sentence", "similarity", "pairs"):
+    for name in ("means", "latency", "wer_per_sentence", "similarity", "pairs"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
         assert f"](plots/{name}.png)" in md
 
@@ -202,7 +250,7 @@ def test_html_is_self_contained(two_model_run):
     _, _, _, page = two_model_run
     assert "http://" not in page and "https://" not in page
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
     for src in re.findall(r'src="([^"]+)"', page):
         assert src.startswith("data:") or "://" not in src
     assert "<link" not in page
@@ -211,7 +259,9 @@ def test_html_is_self_contained(two_model_run):
 def test_worst_sample_links_exist(two_model_run):
     run, _, md, page = two_model_run
     links = re.findall(r"\]\(([^)]+\.wav)\)", md)
-    assert len(links) == 4 * 5  # two models x (highest WER, lowest similarity) x 5
+    worst_section = md[md.index("## Worst samples"):]
+    assert len(re.findall(r"\]\(([^)]+\.wav)\)", worst_section)) == 4 * 5  # 2 models x (WER, similarity) x 5
+    assert len(links) == 4 * 5 + 24  # and every sample once in the per-sentence table
     for link in links + re.findall(r'href="([^"]+\.wav)"', page):
         assert not Path(unquote(link)).is_absolute() and (run / unquote(link)).is_file()
     worst = max((r for r in two_model_run[1] if r.model == "base" and r.ok), key=lambda r: r.wer)
@@ -229,11 +279,11 @@ def test_run_info_round_trip(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # --compare
 # ----------------------------------------------------------------------------------------------------------
-def _saved_run(folder: Path, **kwargs) -> Path:
+def _saved_run(folder: Path, config: dict | None = None, **kwargs) -> Path:
     folder.mkdir()
     for row in make_rows(folder, **kwargs):
         append_result(folder, row)
-    write_run_info(folder, {**INFO, "synthetic": False})
+    write_run_info(folder, {**INFO, "synthetic": False, **({"config": config} if config else {})})
     return folder
 
 
@@ -260,6 +310,20 @@ def test_compare_unpaired_when_sentences_differ(tmp_path):
     assert "Unpaired" in md and "samples (A/base / B/base)" in md
 
 
+def test_compare_lists_setting_differences_and_pairs_only_scored_samples(tmp_path):
+    a = _saved_run(tmp_path / "run_a", models=("base",), sentences=8, samples=1, fail=None,
+                   config={"language": "en", "stream": {"chunk_size": 25, "temperature": 0.8}})
+    b = _saved_run(tmp_path / "run_b", models=("base",), sentences=8, samples=1, fail=None,
+                   config={"language": "en", "stream": {"chunk_size": 10, "temperature": 0.8}})
+    rows = read_results(b)  # three of B's samples failed: they share keys with A but cannot pair
+    for row in rows[:3]:
+        append_result(b, SampleResult(**{**row.__dict__, "error": "boom", "wer": None, "similarity": None}))
+    md = compare(a, b, tmp_path / "cmp")[0].read_text(encoding="utf-8")
+    assert "| stream.chunk_size | 25 | 10 |" in md and "stream.temperature |" not in md
+    assert "Paired by (sentence_id, sample): 5 shared sample(s)" in md
+    assert "| WER | lower | 5 |" in md
+
+
 def test_compare_errors_clearly_without_results(tmp_path):
     good = _saved_run(tmp_path / "good", models=("base",), sentences=2, fail=None)
     empty = tmp_path / "empty"
@@ -277,6 +341,6 @@ def test_report_survives_a_model_with_no_scores(tmp_path):
                           error="empty audio") for k in range(2)]
     md = write_report(tmp_path, rows, {})[0].read_text(encoding="utf-8")
     tuned = next(line for line in _summary_lines(md) if line.startswith("| tuned |"))
-    assert tuned == "| tuned | – | – | – | – | – | – | 0/2 |"
+    assert tuned == "| tuned | – | – | – | – | – | – | – | – | 0/2 |"
     assert "| WER | lower | 0 | – | – | – | – |" in md
     assert write_report(tmp_path / "samples", [], {})[0].is_file()

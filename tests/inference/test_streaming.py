@@ -176,3 +176,21 @@ def test_prompt_tokens_keeps_the_voice_prompts_tail_and_shrinks_every_chunk(engl
         stream(streamer, tokens, 20)
         work[prompt] = [w.flow_frames for w in streamer.work]
     assert [a - b for a, b in zip(work[None], work[20])] == [2 * (n - 20)] * len(work[20])
+
+
+@pytest.mark.parametrize("frames", [100, 101])
+def test_prompt_tokens_with_odd_and_even_voice_frames(english, frames):
+    """embed_ref keeps an odd frame count (one frame past the last token): trimming must still work, with the
+    frames aligned to the kept tokens, and the streamer must decode with it."""
+    t = np.arange(frames * 480) / 24_000
+    wav = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * np.random.default_rng(0).standard_normal(len(t))
+    ref = english.s3gen.embed_ref(wav.astype(np.float32), 24_000)
+    n = ref.prompt_token.shape[1]
+    assert ref.prompt_feat.shape[1] == frames and frames - 2 * n == frames % 2  # the odd case keeps a spare frame
+    short = last_prompt_tokens(ref, 20)
+    assert short.prompt_token.shape == (1, 20) and short.prompt_feat.shape[1] == 40
+    assert torch.equal(short.prompt_feat, ref.prompt_feat[:, 2 * (n - 20): 2 * n])  # aligned with its tokens
+    tokens = torch.randint(0, 6561, (30,), generator=torch.Generator().manual_seed(1))
+    streamer = IncrementalStreamer(english.s3gen, ref, StreamConfig(chunk_size=15, prompt_tokens=20))
+    audio = np.concatenate(stream(streamer, tokens, 15))
+    assert len(audio) == 30 * TOKEN_SAMPLES and np.isfinite(audio).all() and np.abs(audio).max() > 0

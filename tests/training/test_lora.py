@@ -216,8 +216,10 @@ def test_two_processes_train_like_one(audio, output, english, tmp_path):
     one = load_file(str(output / single.run / "step-2" / "adapter_model.safetensors"))
     two = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert one.keys() == two.keys()
+    # Adam divides by sqrt(v): where a gradient is near zero, the summation order of the all-reduce (against
+    # accumulation in one process) shows as a small share of one step (lr 2e-4); 1e-5 is 5 % of a step.
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
     assert any(one[key].abs().max() > 0 for key in one if "lora_A" in key)  # both steps changed something
     losses = [loss for _, loss in train_losses(output / single.run)]
     assert [loss for _, loss in train_losses(run)] == pytest.approx(losses, rel=1e-5)

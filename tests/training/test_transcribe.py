@@ -1,9 +1,9 @@
 """Transcription for training data, on real speech (espeak-ng) through the real bundled Whisper tiny.en."""
-import importlib.util
 import json
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,8 +194,8 @@ def test_unknown_backend_and_mismatched_transcriber(transcriber, tmp_path):
         transcribe_files([], TranscribeConfig(beam_size=1), tmp_path, transcriber=transcriber)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("whisper") is not None, reason="openai-whisper is installed")
-def test_openai_whisper_backend_names_the_missing_package(tmp_path):
+def test_openai_whisper_backend_names_the_missing_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "whisper", None)  # as if openai-whisper were not installed
     checkpoint = tmp_path / "tiny.en.pt"
     checkpoint.write_bytes(b"")  # the path is fine; only the package is missing
     with pytest.raises(ImportError, match="pip install openai-whisper"):
