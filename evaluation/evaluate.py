@@ -94,16 +94,26 @@ def resolve_model_path(value: str, what: str, cfg: EvalConfig) -> str:
         return str(outputs[-1])
     path = Path(value).expanduser()
     if path.is_dir() and is_adapter(path):
+        base = (read_base_identity(path) or {}).get("model")
+        if what == "base_model_path":
+            raise EvaluationError(f"{what}={value!r} is a LoRA adapter, i.e. a tuned model: give it as "
+                                  f"tuned_model_path and its base ({base or 'the model it was trained from'}) as "
+                                  "base_model_path")
         try:
             adapter_base(path)
-        except ValueError as e:
-            raise EvaluationError(f"{what}={value!r}: {e}") from None
+        except ValueError:
+            raise EvaluationError(f"{what}={value!r} is a LoRA adapter that does not record its base model, so it "
+                                  "cannot be loaded alone: merge it (python -m training.merge --checkpoint "
+                                  f"{path} --base BASE --out DIR) and give DIR") from None
         return str(path)
     if path.is_dir():
         if not any(path.glob("t3_*.safetensors")):
-            inside = [p for p in (path / "merged", path / "adapter") if p.is_dir()]
+            steps = sorted(path.glob("step-*"), key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)
+            inside = [p for p in (path / "merged", path / "adapter") if p.is_dir()] + steps[-1:]
             if inside:
-                raise EvaluationError(f"{what}={value!r} is a training run folder: give {inside[0]}")
+                raise EvaluationError(f"{what}={value!r} is a training run folder: give {inside[0]}"
+                                      + (" (its newest checkpoint; the run has no final adapter yet)"
+                                         if inside[0] in steps else ""))
             raise EvaluationError(f"{what}={value!r} is a folder without a T3 checkpoint (t3_*.safetensors) or a "
                                   "LoRA adapter: give a training output (<run>/adapter or <run>/merged), a "
                                   "checkpoint (<run>/step-N) or an official Chatterbox folder")

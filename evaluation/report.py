@@ -245,7 +245,7 @@ th { background: #f3f3f3; }
 .warning { background: #fdd; border: 2px solid #c00; padding: 0.8em 1em; font-weight: bold; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; }
-audio { height: 1.8em; vertical-align: middle; }
+audio { height: 1.8em; width: 11em; vertical-align: middle; }
 mark.sub { background: #ffe08a; } ins.ins { background: #c8f0c8; text-decoration: none; } del.del { color: #b00; }
 """
 

@@ -272,6 +272,18 @@ def test_an_adapter_folder_is_a_model(tmp_path):
     assert recipe.is_synthetic(str(adapter))  # trained on the tiny preset
     with pytest.raises(recipe.EvaluationError, match=f"is a training run folder: give {adapter}"):
         recipe.resolve_model_path(str(tmp_path / "run"), "tuned_model_path", cfg)
+    with pytest.raises(recipe.EvaluationError, match="is a LoRA adapter, i.e. a tuned model: give it as tuned_model_path"):
+        recipe.resolve_model_path(str(adapter), "base_model_path", cfg)
+    interrupted = tmp_path / "interrupted"  # killed before its final adapter: its newest checkpoint is named
+    for step in (2, 10):
+        (interrupted / f"step-{step}").mkdir(parents=True)
+    with pytest.raises(recipe.EvaluationError, match=f"give {interrupted / 'step-10'} \\(its newest checkpoint"):
+        recipe.resolve_model_path(str(interrupted), "tuned_model_path", cfg)
+    anonymous = tmp_path / "anonymous"  # an adapter without chatterbox_base.json: merging is the way
+    anonymous.mkdir()
+    (anonymous / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    with pytest.raises(recipe.EvaluationError, match="python -m training.merge --checkpoint"):
+        recipe.resolve_model_path(str(anonymous), "tuned_model_path", cfg)
 
 
 def test_shipped_config_documents_every_key_and_each_is_a_flag():
