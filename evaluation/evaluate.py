@@ -50,7 +50,7 @@ from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Config
-from inference.settings import add_config_flags, config_from_dict, flag_overrides, load_config
+from inference.settings import add_config_flags, config_from_dict, flag_overrides, flatten, load_config
 from training.transcribe import resolve_model
 
 from .config import EvalConfig, StreamSettings
@@ -173,16 +173,6 @@ def find_run_dir(cfg: EvalConfig, resume: bool) -> Path:
     return max(runs, key=lambda d: (d / "run_info.json").stat().st_mtime)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) -> EvalConfig:
     """The configuration a run folder was started with, which a resumed run keeps. `given` are the keys the user
     set now (flags, `key=value`, an explicit --config file); each must agree with the saved value, or the
@@ -192,7 +182,7 @@ def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) 
     except (KeyError, ValueError, TypeError) as e:
         raise EvaluationError(f"{run_dir} holds a run whose saved configuration cannot be read ({e}); give another "
                               "--output-dir to start a new run") from None
-    now, then = _flat(json.loads(json.dumps(asdict(cfg)))), _flat(json.loads(json.dumps(asdict(saved_cfg))))
+    now, then = flatten(json.loads(json.dumps(asdict(cfg)))), flatten(json.loads(json.dumps(asdict(saved_cfg))))
     differ = sorted(k for k in given if k != "output_dir" and k in now and now[k] != then.get(k))
     if differ:
         listed = "; ".join(f"{k}: run has {then.get(k)!r}, given {now[k]!r}" for k in differ)
@@ -230,7 +220,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     run_dir = find_run_dir(cfg, resume)
     saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
     if saved is not None:
-        cfg = resume_config(run_dir, saved, cfg, set(_flat(asdict(cfg))) if given is None else given)
+        cfg = resume_config(run_dir, saved, cfg, set(flatten(asdict(cfg))) if given is None else given)
     language = base_language(cfg.language)
     models = {"base": resolve_model_path(cfg.base_model_path, "base_model_path", cfg)}
     if cfg.tuned_model_path:
@@ -497,7 +487,7 @@ def given_keys(args: argparse.Namespace, overrides: list[str]) -> set[str]:
     if args.config and Path(args.config).is_file():
         import tomllib
 
-        keys |= set(_flat(tomllib.loads(Path(args.config).read_text()).get("evaluation", {})))
+        keys |= set(flatten(tomllib.loads(Path(args.config).read_text()).get("evaluation", {})))
     return keys
 
 

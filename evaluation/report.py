@@ -39,6 +39,7 @@ import numpy as np
 
 from evaluation import stats
 from evaluation.results import RESULTS_FILE, SampleResult, read_results
+from inference.settings import flatten
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -875,19 +876,9 @@ def _pairing(rows: Sequence[SampleResult], a: str, b: str) -> tuple[bool, str]:
                    f"the delta is the difference of the two means ({b} − {a}).")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def _config_diff_section(a: dict, b: dict) -> list[Block]:
     """What was set differently in the two runs: the first thing to know before reading their deltas."""
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = flatten(a), flatten(b)
     differ = [k for k in dict.fromkeys([*fa, *fb]) if k != "output_dir" and fa.get(k) != fb.get(k)]
     if not (a and b):
         return [Heading("Configuration differences"), _para("A run has no saved configuration to compare.")]

@@ -84,6 +84,17 @@ def config_keys(cls, prefix: str = "") -> dict[str, typing.Any]:
     return keys
 
 
+def flatten(values: dict, prefix: str = "") -> dict:
+    """Nested tables as dotted keys: {"stream": {"chunk_size": 25}} -> {"stream.chunk_size": 25}."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def _build(cls, values: dict, where: str):
     known = _fields(cls)
     kwargs = {}
