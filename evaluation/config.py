@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from training.transcribe import TranscribeConfig
+from training.transcribe import BUNDLED_BASE, TranscribeConfig
 
 from .similarity import SimilarityConfig
 
@@ -48,7 +48,7 @@ class EvalConfig:
     device: str = "cpu"  # cpu | cuda
     output_dir: str = ""  # the run folder (report.md lands here); empty: evaluation_runs/eval-<date>-<time>
     stream: StreamSettings = field(default_factory=StreamSettings)
-    asr: TranscribeConfig = field(default_factory=TranscribeConfig)
+    asr: TranscribeConfig = field(default_factory=lambda: TranscribeConfig(model=BUNDLED_BASE))
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
 
     def __post_init__(self) -> None:

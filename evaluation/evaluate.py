@@ -48,7 +48,7 @@ from tqdm import tqdm
 from inference.audio import load_audio
 from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read_base_identity
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
-from inference.checkpoints import CheckpointError
+from inference.checkpoints import ENGLISH_FILES, CheckpointError
 from inference.models.t3 import T3Config
 from inference.settings import add_config_flags, config_from_dict, flag_overrides, flatten, load_config
 from training.transcribe import resolve_model
@@ -66,6 +66,7 @@ from .wer import Asr, base_language, check_asr_language, score
 log = logging.getLogger("evaluation")
 
 PRESETS = ("tiny", "tiny-multilingual")
+ENGLISH_T3_FILE = ENGLISH_FILES.t3
 RUNS_DIR = Path("evaluation_runs")  # where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
@@ -227,6 +228,11 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
         models["tuned"] = resolve_model_path(cfg.tuned_model_path, "tuned_model_path", cfg)
     if saved is not None:
         models = _saved_models(saved, models)
+    english = [name for name, path in models.items() if speaks_only_english(path, cfg)]
+    if language != "en" and english:
+        raise EvaluationError(f"language {language!r}: the {' and '.join(english)} model is the English Chatterbox; "
+                              "evaluate another language with the multilingual model (multilingual = true, or "
+                              "tiny-multilingual)")
     synthetic = [name for name, path in models.items() if is_synthetic(path)]
     limit = cfg.max_sentences or None
     if len(synthetic) == len(models) and (limit is None or limit > PRESET_MAX_SENTENCES):
@@ -422,6 +428,16 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
 def load_model(path: str, cfg: EvalConfig):
     multilingual = cfg.multilingual or path == "tiny-multilingual"
     return load_chatterbox(path, multilingual, cfg.device)
+
+
+def speaks_only_english(path: str, cfg: EvalConfig) -> bool:
+    """Known to be the English model: the English preset, an official English folder, or an adapter trained on
+    one (anything else is left to the loader)."""
+    if cfg.multilingual or path == "tiny-multilingual":
+        return False
+    if path == "tiny" or (Path(path) / ENGLISH_T3_FILE).is_file():
+        return True
+    return is_adapter(path) and (read_base_identity(path) or {}).get("family") == "english"
 
 
 def is_synthetic(path: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from inference.models.tokenizers.languages import SUPPORTED_LANGUAGES
-from training.transcribe import BUNDLED, SAMPLE_RATE, TranscribeConfig, Transcriber, resolve_model
+from training.transcribe import SAMPLE_RATE, TranscribeConfig, Transcriber, resolve_model
 
 # Scored by characters (spaces removed) as the primary metric: the script does not put spaces between words
 # (zh, ja, th), or words are so long and agglutinated that one wrong syllable costs a whole word (ko).
@@ -150,7 +150,7 @@ def check_asr_language(config: TranscribeConfig) -> None:
         raise ValueError("TranscribeConfig.language is not set; evaluation needs the language of the sentences")
     language = base_language(config.language)
     model = resolve_model(config)
-    if language != "en" and (config.model == BUNDLED or english_only(model)):
+    if language != "en" and english_only(model):
         raise ValueError(
             f"Whisper model {config.model!r} is English-only and cannot transcribe language {language!r}; give a "
             "multilingual Whisper model path instead (TranscribeConfig.model / [training.transcribe] model, e.g. "

