@@ -50,7 +50,7 @@ PLOTS_DIR = "plots"
 SYNTHETIC_WARNING = ("WARNING: SYNTHETIC WEIGHTS. At least one model here has random weights and produces no "
                      "intelligible speech; these numbers test the harness, not a voice.")
 WORST_N = 5
-AUDIO_KBPS = "mp3, embedded in report.html"
+MAX_SHOWN_WORDS = 40  # of a transcript in the per-sentence table
 ALPHA = stats.ALPHA  # p below this is called a difference in the verdict column
 SELF_SIMILARITY_NOTE = "(model's own voice encoder — biased, conditioned on)"
 FIGURE_DPI = 100
@@ -344,6 +344,8 @@ def _verdict(d: stats.Delta, metric: Metric, a: str, b: str) -> str:
         return "–"
     if d.paired and d.n_sentences < stats.min_sentences():
         return f"too few sentences to decide ({d.n_sentences}; a paired test needs {stats.min_sentences()})"
+    if d.paired and d.mean == 0 and d.ci_low == d.ci_high:
+        return "no difference (the same on every sentence)"
     if d.p_value < ALPHA:
         if metric.higher_is_better is None:
             return f"{b} {'higher' if d.mean > 0 else 'lower'} (neither is better)"
@@ -374,6 +376,8 @@ def word_diff(reference: str | None, hypothesis: str | None) -> Words:
             parts += [Marked(w, "del") for w in meant]
         else:
             parts += [Marked(w, "sub" if chunk.type == "substitute" else "ins") for w in said]
+    if len(parts) > MAX_SHOWN_WORDS:  # Whisper can loop on noise ("i am sorry i am sorry ..."): keep rows readable
+        parts = parts[:MAX_SHOWN_WORDS] + [f"… (+{len(parts) - MAX_SHOWN_WORDS} words)"]
     return Words(tuple(parts))
 
 

@@ -344,3 +344,13 @@ def test_report_survives_a_model_with_no_scores(tmp_path):
     assert tuned == "| tuned | – | – | – | – | – | – | – | – | 0/2 |"
     assert "| WER | lower | 0 | – | – | – | – |" in md
     assert write_report(tmp_path / "samples", [], {})[0].is_file()
+
+
+def test_word_diff_marks_and_caps_a_looping_transcript():
+    from evaluation.report import MAX_SHOWN_WORDS, Marked, word_diff
+
+    parts = word_diff("the cat sat on the mat", "the bat sat on mat").parts
+    assert parts == ("the", Marked("bat", "sub"), "sat", "on", Marked("the", "del"), "mat")
+    assert word_diff("hello world", "hello big world").parts == ("hello", Marked("big", "ins"), "world")
+    looping = word_diff("hello there", " ".join(["i am sorry"] * 100)).parts
+    assert len(looping) == MAX_SHOWN_WORDS + 1 and looping[-1] == f"… (+{300 - MAX_SHOWN_WORDS} words)"
