@@ -501,7 +501,7 @@ def given_keys(args: argparse.Namespace, overrides: list[str]) -> set[str]:
     """The configuration keys the user set: flags, `key=value` and, with --config, the keys of that file."""
     keys = {o.split("=", 1)[0].replace("-", "_") for o in overrides}
     if args.config and Path(args.config).is_file():
-        import tomllib
+        from inference.settings import tomllib  # tomli before Python 3.11
 
         keys |= set(flatten(tomllib.loads(Path(args.config).read_text()).get("evaluation", {})))
     return keys
