@@ -649,11 +649,13 @@ def _per_sentence_section(rows: Sequence[SampleResult], models: Sequence[str], r
         out.append(_table(["reference clip (the voice both models speak with)", "audio"],
                           [[str(p), Link(p.name, p, audio=True, embed=True)] for p in references]))
     by_key = {(r.model, r.sentence_id, r.sample): r for r in rows}
-    keys = sorted({(r.sentence_id, r.sample) for r in rows}, key=lambda k: (_sentence_order(rows, k[0]), k[1]))
+    order = {sid: i for i, sid in enumerate(dict.fromkeys(r.sentence_id for r in sorted(rows, key=lambda r: r.seed)))}
+    texts = {r.sentence_id: r.text for r in rows}
+    keys = sorted({(r.sentence_id, r.sample) for r in rows}, key=lambda k: (order[k[0]], k[1]))
     wer, sim, quality = _BY_NAME["wer"], _BY_NAME["similarity"], _BY_NAME["quality"]
     body = []
     for sentence_id, sample in keys:
-        line: list[Inline] = [f"{sentence_id} #{sample}", next(r.text for r in rows if r.sentence_id == sentence_id)]
+        line: list[Inline] = [f"{sentence_id} #{sample}", texts[sentence_id]]
         for m in models:
             r = by_key.get((m, sentence_id, sample))
             if r is None or not r.ok:
@@ -673,11 +675,6 @@ def _per_sentence_section(rows: Sequence[SampleResult], models: Sequence[str], r
                   "report.html carries every clip as MP3 inside the page, so it plays when mailed on its own; "
                   "report.md links the WAV files in samples/.")]
     return out
-
-
-def _sentence_order(rows: Sequence[SampleResult], sentence_id: str) -> int:
-    ids = list(dict.fromkeys(r.sentence_id for r in sorted(rows, key=lambda r: r.seed)))
-    return ids.index(sentence_id)
 
 
 def _details_section(summaries: dict[str, stats.ModelSummary]) -> list[Block]:
