@@ -380,7 +380,6 @@ class Utterance:
         self.streamer = self._streamer(0)
         self.stopped = False  # the current piece's stop token was seen: what T3 adds after it is not speech
         self.done = False  # every piece ended
-        self.pieces_capped = 0  # pieces that ended at max_new_tokens instead of their stop token
 
     def _streamer(self, index: int):
         seed = self.pieces[index].seed
@@ -404,7 +403,6 @@ class Utterance:
             audio, self.pending = np.concatenate([self.streamer.push(self.pending), self.streamer.finish()]), []
             work = self.streamer.work[-1] if self.streamer.work else None
             capped = not self.stopped  # T3 ran out of max_new_tokens: the piece may be cut short
-            self.pieces_capped += capped
             self.index += 1
             self.stopped = False
             if self.index < len(self.pieces):
