@@ -189,14 +189,15 @@ def command_line() -> str:
     return " ".join(["python", "-m", "bench.streaming", *argv])
 
 
-def append_results(path: Path, header_lines: list[str], table_lines: list[str], summary_lines: list[str]) -> None:
+def append_results(path: Path, header_lines: list[str], table_lines: list[str], summary_lines: list[str],
+                   script: str = "bench/streaming.py") -> None:
     new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         if new:
             f.write("# Benchmark results\n\nAppend-only log of benchmark runs: date, hardware, exact command, "
                     "numbers. Absolute times depend on the machine and on its load at the time.\n")
-        f.write(f"\n## bench/streaming.py, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n")
+        f.write(f"\n## {script}, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n")
         f.write("\n".join(f"- {h}" for h in header_lines) + "\n\n")
         f.write("\n".join(table_lines) + "\n\n")
         f.write("\n".join(f"- {s}" for s in summary_lines) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from .checkpoints import (ENGLISH_FILES, MULTILINGUAL_FILES, REPO_ID, Checkpoint
                           find_weights, load_module, save_module)
 from .audio import AudioError, load_audio
 from .conditionals import Conditionals
-from .streaming import StreamChunk, StreamClock, StreamConfig, make_streamer, run_ahead
+from .streaming import (StreamChunk, StreamClock, StreamConfig, iterate_ahead, make_streamer, split_threads,
+                        torch_threads)
 from .models.s3gen.hifigan import remap_weight_norm_keys
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond, T3Config
@@ -303,7 +305,7 @@ class _Chatterbox(ABC):
                   exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
                   context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
                   prompt_tokens: int | None = None, seed: int | None = None, max_chars_per_call: int = 300,
-                  **sampling) -> "Utterance":
+                  max_chunk_size: int | None = None, **sampling) -> "Utterance":
         """The state of one streamed text, apart from how its tokens are decoded: `generate_stream` decodes them
         alone, the server in a batch with other requests. `conds` defaults to the current voice. Everything that
         can be refused (text, language, settings) is checked here, before any audio."""
@@ -313,7 +315,7 @@ class _Chatterbox(ABC):
         defaults = getattr(self, "stream_defaults", StreamConfig())
         cfg = StreamConfig(strategy=strategy, chunk_size=chunk_size, context_window=context_window, fade=fade,
                            fade_duration=defaults.fade_duration if fade_duration is None else fade_duration,
-                           prompt_tokens=prompt_tokens)
+                           prompt_tokens=prompt_tokens, max_chunk_size=max_chunk_size)
         pieces = split_for_synthesis(text, max_chars_per_call)
         sampling_cfg = self.sampling_config(**sampling)
         cond = conds.t3.with_exaggeration(exaggeration)
@@ -325,24 +327,29 @@ class _Chatterbox(ABC):
                         exaggeration: float = 0.5, chunk_size: int = 25, strategy: str = "incremental",
                         context_window: int = 50, fade: str = "hann", fade_duration: int | None = None,
                         prompt_tokens: int | None = None, seed: int | None = None, max_chars_per_call: int = 300, stop=None,
+                        max_chunk_size: int | None = None, run_ahead: bool = True,
                         **sampling) -> Iterator[StreamChunk]:
         """Yields StreamChunk(audio, metrics) as T3 produces speech tokens: `audio` float32 24 kHz numpy.
 
         Concatenating every chunk's audio gives the whole utterance. Text longer than `max_chars_per_call` is
         split at sentence ends and the pieces streamed in turn. `sampling` takes SamplingConfig fields (cfg_weight,
-        temperature, repetition_penalty, min_p, top_p, max_new_tokens). T3 runs ahead in a thread while S3Gen
-        makes the previous chunk's audio, across pieces too: the next piece's tokens are being made while the
-        current one is still being decoded and played. `prompt_tokens` bounds the voice prompt decoded with
-        each chunk (see StreamConfig). `stop` (a threading.Event) ends the stream early. Not
-        watermarked: Perth marks whole clips.
+        temperature, repetition_penalty, min_p, top_p, max_new_tokens). The first chunk has `chunk_size` tokens,
+        later ones double up to `max_chunk_size` (StreamConfig). `prompt_tokens` bounds the voice prompt decoded
+        with each chunk. `stop` (a threading.Event) ends the stream early. Not watermarked: Perth marks whole
+        clips.
+
+        Until the first chunk is out, T3 and S3Gen take turns, each with every thread: nothing competes with the
+        first audio. After it, `run_ahead` lets T3 make the next tokens in a thread while S3Gen makes audio; on a
+        CPU the two split the threads (`split_threads`), so they do not oversubscribe the cores. `run_ahead=False`
+        keeps taking turns (for a process pinned to one core).
         """
         if audio_prompt_path is not None:
             self.prepare_conditionals(audio_prompt_path, exaggeration)
         utterance = self.utterance(text, language_id, None, exaggeration, chunk_size, strategy, context_window, fade,
-                                   fade_duration, prompt_tokens, seed, max_chars_per_call, **sampling)
+                                   fade_duration, prompt_tokens, seed, max_chars_per_call, max_chunk_size, **sampling)
 
         def all_tokens() -> Iterator[int | None]:
-            """Every piece's speech tokens, None after each: one producer, so T3 starts piece n+1 while
+            """Every piece's speech tokens, None after each: one producer, so T3 can start piece n+1 while
             S3Gen is still turning piece n into audio."""
             for piece in utterance.pieces:
                 generator = torch.Generator(device=self.device).manual_seed(piece.seed) \
@@ -350,13 +357,30 @@ class _Chatterbox(ABC):
                 yield from self.t3.generate_tokens(piece.cond, piece.text_tokens, piece.sampling, generator=generator)
                 yield None
 
-        for token in run_ahead(all_tokens(), stop):
-            if stop is not None and stop.is_set():
-                return  # tokens T3 made ahead are dropped unheard
+        tokens = all_tokens()
+        first_out = False
+        for token in tokens:  # turns until the first chunk
             chunk = utterance.feed(token)
             if chunk is not None:
                 yield chunk
                 utterance.clock.resume()  # the caller's time between chunks is not compute
+                first_out = True
+                break
+            if stop is not None and stop.is_set():
+                return
+        if not first_out:
+            return
+        t3_threads, s3gen_threads = split_threads(self.device) if run_ahead else (None, None)
+        t3_done = threading.Event()  # then S3Gen gets every thread back
+        rest = iterate_ahead(tokens, stop, t3_threads, t3_done) if run_ahead else tokens
+        for token in rest:
+            if stop is not None and stop.is_set():
+                return  # tokens T3 made ahead are dropped unheard
+            with torch_threads(None if t3_done.is_set() else s3gen_threads):
+                chunk = utterance.feed(token)
+            if chunk is not None:
+                yield chunk
+                utterance.clock.resume()
 
 
 @dataclass
@@ -377,6 +401,7 @@ class Utterance:
         self.stop_token, self.first_special = model.t3.cfg.stop_speech_token, model.t3.cfg.start_speech_token
         self.clock = StreamClock()
         self.index, self.pending = 0, []
+        self.chunks = 0  # pushed so far, over all pieces: chunk sizes keep growing from one piece to the next
         self.streamer = self._streamer(0)
         self.stopped = False  # the current piece's stop token was seen: what T3 adds after it is not speech
         self.done = False  # every piece ended
@@ -396,9 +421,10 @@ class Utterance:
             if self.stopped or token >= self.first_special:
                 return None
             self.pending.append(token)
-            if len(self.pending) < self.cfg.chunk_size:
+            if len(self.pending) < self.cfg.chunk_tokens(self.chunks):
                 return None
             audio, self.pending = self.streamer.push(self.pending), []
+            self.chunks += 1
         else:
             audio, self.pending = np.concatenate([self.streamer.push(self.pending), self.streamer.finish()]), []
             work = self.streamer.work[-1] if self.streamer.work else None
@@ -413,7 +439,7 @@ class Utterance:
         return self.clock.chunk(audio, self.streamer.work[-1] if self.streamer.work else None) if len(audio) else None
 
     def tokens_to_next_chunk(self) -> int:
-        return self.cfg.chunk_size - len(self.pending)
+        return self.cfg.chunk_tokens(self.chunks) - len(self.pending)
 
 
 class ChatterboxTTS(_Chatterbox):
@@ -456,14 +482,19 @@ class ChatterboxMultilingualTTS(_Chatterbox):
 
 
 def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu",
-                    adapter: str | Path | None = None) -> _Chatterbox:
+                    adapter: str | Path | None = None, t3_dtype: str = "float32",
+                    s3gen_dtype: str = "float32") -> _Chatterbox:
     """'tiny' | 'tiny-multilingual' | a folder in the official layout | a repo id | a LoRA adapter folder written
     by training (its base is loaded and the adapter merged into it in memory).
 
     `adapter`: a LoRA adapter folder to put on `model`; it must have been trained on that base. A folder holding
     the multilingual T3 file, or an adapter of the multilingual model, loads as the multilingual model.
+    `t3_dtype` / `s3gen_dtype`: reduced precision for speed (inference.precision), applied after the adapter.
     """
     from .adapters import adapter_base, apply_adapter, is_adapter, read_base_identity
+    from .precision import check_dtypes, set_t3_dtype
+
+    check_dtypes(t3_dtype, s3gen_dtype)
 
     if adapter is None and is_adapter(model):
         adapter, model = model, adapter_base(model)
@@ -479,4 +510,6 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
     loaded = cls.load(model, device)
     if adapter is not None:
         apply_adapter(loaded, adapter)
+    loaded.t3 = set_t3_dtype(loaded.t3, t3_dtype)
+    loaded.s3gen.flow_dtype = s3gen_dtype
     return loaded

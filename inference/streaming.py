@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 import queue
 import threading
 import time
@@ -51,7 +52,11 @@ class StreamConfig:
     """How tokens become chunks of audio. Sizes in speech tokens (25 per second) unless named otherwise."""
 
     strategy: str = "incremental"
-    chunk_size: int = 25  # tokens per chunk: 1 s of audio
+    chunk_size: int = 25  # tokens in the first chunk: 1 s of audio
+    # later chunks double up to this many tokens (None: 4 x chunk_size; chunk_size: every chunk the same). Each
+    # S3Gen call decodes the whole voice prompt again, so fewer, longer calls after the first cost less in total,
+    # while the audio already sent grows just as fast, so the listener does not wait longer for any chunk.
+    max_chunk_size: int | None = None
     context_window: int = 50  # window: tokens re-synthesised before the new ones
     left_context: int = 50  # incremental: emitted tokens re-decoded before the new ones
     hold_tokens: int = 2  # incremental: tokens held back beyond the encoder's 3 look-ahead tokens
@@ -75,10 +80,18 @@ class StreamConfig:
         if not 0 <= self.fade_duration <= min(self.vocoder_context, self.hold_frames) * FRAME_SAMPLES // 2:
             raise ValueError(f"fade_duration must be in [0, {min(self.vocoder_context, self.hold_frames) * 240}] "
                              f"samples (half the vocoder context and hold), got {self.fade_duration}")
+        if self.max_chunk_size is not None and self.max_chunk_size < self.chunk_size:
+            raise ValueError(f"max_chunk_size ({self.max_chunk_size}) must be at least chunk_size ({self.chunk_size})")
         if self.prompt_tokens is not None and self.prompt_tokens < 1:
             raise ValueError(f"prompt_tokens must be >= 1 or None (the whole reference), got {self.prompt_tokens}")
         if self.strategy == "window" and self.fade_duration > self.context_window * TOKEN_SAMPLES:
             raise ValueError("window: fade_duration must not exceed the context window")
+
+
+    def chunk_tokens(self, index: int) -> int:
+        """Tokens in chunk `index` (0 = the first) of an utterance."""
+        largest = 4 * self.chunk_size if self.max_chunk_size is None else self.max_chunk_size
+        return min(self.chunk_size << min(index, 20), largest)
 
 
 def fade_curves(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -355,14 +368,18 @@ class _Failed:
         self.error = error
 
 
-def run_ahead(items: Iterable, stop: threading.Event | None = None) -> Iterator:
+def iterate_ahead(items: Iterable, stop: threading.Event | None = None, threads: int | None = None,
+                  finished: threading.Event | None = None) -> Iterator:
     """Iterate `items` in a background thread, so the producer (T3 making tokens) keeps going while the consumer
-    (S3Gen making audio) works. Leaving the loop early, or setting `stop`, ends the producer after its current
-    item; its exceptions are re-raised here."""
+    (S3Gen making audio) works. `threads`: torch threads of the producer (None: torch's default); `finished` is
+    set when the producer has made its last item. Leaving the loop early, or setting `stop`, ends the producer
+    after its current item; its exceptions are re-raised here."""
     out: queue.Queue = queue.Queue()
     halt, end = threading.Event(), object()
 
     def produce() -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)  # per thread: the consumer keeps its own count
         iterator = iter(items)
         try:
             for item in iterator:
@@ -375,6 +392,8 @@ def run_ahead(items: Iterable, stop: threading.Event | None = None) -> Iterator:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
+            if finished is not None:
+                finished.set()
             out.put(end)
 
     threading.Thread(target=produce, name="run-ahead", daemon=True).start()
@@ -385,3 +404,28 @@ def run_ahead(items: Iterable, stop: threading.Event | None = None) -> Iterator:
             yield item
     finally:
         halt.set()
+
+
+def split_threads(device: torch.device) -> tuple[int | None, int | None]:
+    """(T3's, S3Gen's) torch threads while T3 runs ahead of S3Gen: on a CPU, a quarter of the threads (at least
+    one) decode T3 tokens, which need memory bandwidth more than arithmetic, and S3Gen keeps the rest, so the
+    two do not oversubscribe the cores (OpenMP threads spin while they wait). (None, None) on a GPU."""
+    if device.type != "cpu":
+        return None, None
+    total = torch.get_num_threads()
+    t3 = max(1, total // 4)
+    return t3, max(1, total - t3)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch threads in this thread (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

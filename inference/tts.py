@@ -22,6 +22,8 @@ class TTSConfig:
     adapter: str = ""  # LoRA adapter folder from training to put on `model` ("": none)
     multilingual: bool = False  # load a folder/repo as the multilingual model
     device: str = "cpu"
+    t3_dtype: str = "float32"  # float32 | bfloat16 | float16 | int8 (CPU): faster, slightly different (README)
+    s3gen_dtype: str = "float32"  # float32 | bfloat16
     language: str | None = None  # multilingual only, e.g. "fr"
     exaggeration: float = 0.5
     cfg_weight: float = 0.5
@@ -37,7 +39,8 @@ class TTSConfig:
 def load_model(cfg: TTSConfig):
     from .chatterbox import load_chatterbox
 
-    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None)
+    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
+                           cfg.s3gen_dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

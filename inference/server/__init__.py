@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ServerConfig, "server", args.config, flag_overrides(args))
     api_key = cfg.api_key or os.environ.get("CHATTERBOX_API_KEY", "")
 
-    import torch
     import uvicorn
 
     from ..chatterbox import load_chatterbox
@@ -52,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import Engine
     from .voices import VoiceStore
 
-    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None)
-    model.t3.to(getattr(torch, cfg.t3_dtype))
+    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
+                            cfg.s3gen_dtype)
     model.setup_model()
     voices = VoiceStore(model, cfg.voices or None, cfg.allow_voice_overwrite)
     voices.load_folder()

@@ -31,7 +31,8 @@ class ServerConfig:
     adapter: str = ""  # LoRA adapter folder from training to put on `model` ("" : none)
     multilingual: bool = False
     device: str = "cpu"
-    t3_dtype: str = "float32"  # float32 | bfloat16 | float16: T3's weights (see README; bfloat16 wants AMX or a GPU)
+    t3_dtype: str = "float32"  # float32 | bfloat16 | float16 | int8 (CPU): T3's weights (README, "Speed")
+    s3gen_dtype: str = "float32"  # float32 | bfloat16: S3Gen's flow (README, "Speed")
     host: str = "127.0.0.1"
     port: int = 8000
     voices: str = "voices"  # folder of reference clips (one voice per file, named after it); uploads are saved here
@@ -50,8 +51,9 @@ class ServerConfig:
     openai_voices: OpenAIVoices = field(default_factory=OpenAIVoices)
 
     def __post_init__(self) -> None:
-        if self.t3_dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"t3_dtype must be float32, bfloat16 or float16, got {self.t3_dtype!r}")
+        from ..precision import check_dtypes
+
+        check_dtypes(self.t3_dtype, self.s3gen_dtype)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.max_queue < 0:

@@ -16,7 +16,7 @@ from inference.models.s3gen.hifigan import draw_source_randomness
 from inference.models.s3gen.s3gen import RefDict, trim_fade
 from inference.stream_quality import join_jumps, joins_of, log_mel_l1, snr_db
 from inference.streaming import (TOKEN_SAMPLES, IncrementalStreamer, StreamConfig, WindowStreamer, fade_curves,
-                                 last_prompt_tokens, make_streamer)
+                                 iterate_ahead, last_prompt_tokens, make_streamer, split_threads, torch_threads)
 
 N_TOKENS = 80
 
@@ -194,3 +194,70 @@ def test_prompt_tokens_with_odd_and_even_voice_frames(english, frames):
     streamer = IncrementalStreamer(english.s3gen, ref, StreamConfig(chunk_size=15, prompt_tokens=20))
     audio = np.concatenate(stream(streamer, tokens, 15))
     assert len(audio) == 30 * TOKEN_SAMPLES and np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_chunks_double_up_to_the_largest_size():
+    assert [StreamConfig(chunk_size=25).chunk_tokens(i) for i in range(5)] == [25, 50, 100, 100, 100]
+    assert [StreamConfig(chunk_size=10, max_chunk_size=30).chunk_tokens(i) for i in range(4)] == [10, 20, 30, 30]
+    assert {StreamConfig(chunk_size=25, max_chunk_size=25).chunk_tokens(i) for i in range(60)} == {25}
+    with pytest.raises(ValueError, match="max_chunk_size"):
+        StreamConfig(chunk_size=25, max_chunk_size=10)
+
+
+def count_pushes(streamer, pushed: list) -> None:
+    push = streamer.push
+
+    def counted(tokens):
+        pushed.append(len(tokens))
+        return push(tokens)
+
+    streamer.push = counted
+
+
+def test_utterance_pushes_growing_chunks_across_pieces(english):
+    """Tokens fed one by one reach S3Gen in chunks of 10, 20, 40, 40 tokens; a piece's end flushes what is
+    pending, and the next piece continues the schedule (the listener has that much audio already)."""
+    utterance = english.utterance("One. Two.", chunk_size=10, max_chunk_size=40, prompt_tokens=10, seed=0,
+                                  max_chars_per_call=5)
+    assert len(utterance.pieces) == 2
+    pushed = []
+    count_pushes(utterance.streamer, pushed)
+    for token in range(35):
+        utterance.feed(token)
+    assert pushed == [10, 20] and utterance.tokens_to_next_chunk() == 40 - 5
+    assert utterance.feed(None) is not None  # the first piece ends: the 5 pending tokens are flushed
+    assert pushed == [10, 20, 5]
+    count_pushes(utterance.streamer, pushed)  # the second piece's streamer
+    for token in range(40):
+        utterance.feed(token)
+    assert pushed[3:] == [40] and utterance.tokens_to_next_chunk() == 40
+
+
+def test_generate_stream_gives_the_same_audio_with_and_without_run_ahead(english):
+    """Taking turns (the CPU default) and running T3 ahead in its thread with its own thread count decode the
+    same tokens; only the summation order of a different thread count may differ."""
+    kwargs = dict(chunk_size=10, seed=5, max_new_tokens=40, prompt_tokens=25)
+    turns = list(english.generate_stream("Run ahead or take turns.", run_ahead=False, **kwargs))
+    ahead = list(english.generate_stream("Run ahead or take turns.", run_ahead=True, **kwargs))
+    assert [len(c.audio) for c in turns] == [len(c.audio) for c in ahead] and len(turns) >= 2
+    a, b = np.concatenate([c.audio for c in turns]), np.concatenate([c.audio for c in ahead])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_thread_budgets_when_t3_runs_ahead():
+    before = torch.get_num_threads()
+    try:
+        for total, expected in ((1, (1, 1)), (2, (1, 1)), (8, (2, 6)), (16, (4, 12))):
+            torch.set_num_threads(total)
+            assert split_threads(torch.device("cpu")) == expected
+        assert split_threads(torch.device("cuda")) == (None, None)
+        torch.set_num_threads(2)
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        seen, finished = [], threading.Event()
+        assert list(iterate_ahead((seen.append(torch.get_num_threads()) or i for i in range(3)), threads=1,
+                                  finished=finished)) == [0, 1, 2]
+        assert seen == [1, 1, 1] and finished.is_set() and torch.get_num_threads() == 2  # the producer's own count
+    finally:
+        torch.set_num_threads(before)

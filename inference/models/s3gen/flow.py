@@ -47,6 +47,7 @@ class FlowMatching(nn.Module):
             ts.append(t)
             v = self.estimator(torch.cat([x, x]), torch.cat([mask, mask]), torch.cat([mu, zeros(mu)]),
                                torch.cat([t, t]), torch.cat([spks, zeros(spks)]), torch.cat([cond, zeros(cond)]))
+            v = v.float()  # the ODE state stays float32 when the estimator runs under autocast
             if trace is not None and step == 1:
                 trace["estimator_out_step0"] = v
             v_cond, v_uncond = v.chunk(2)
@@ -83,7 +84,7 @@ class TokenToMel(nn.Module):
         """
         if tokens.shape[0] != 1:
             raise ValueError("flow inference takes one utterance at a time")
-        spks = self.spk_embed_affine_layer(F.normalize(embedding, dim=1))  # (1, 80)
+        spks = self.spk_embed_affine_layer(F.normalize(embedding, dim=1)).float()  # (1, 80)
         ids = torch.cat([prompt_token, tokens], dim=1).clamp(0, SPEECH_VOCAB - 1)
         lengths = torch.tensor([ids.shape[1]], device=ids.device)
         h, _ = self.encoder(self.input_embedding(ids), lengths)  # (1, T, 512)
@@ -93,7 +94,7 @@ class TokenToMel(nn.Module):
         frames = h.shape[1]
         if frames <= n_prompt:
             raise ValueError(f"no frames to generate: {frames} encoder frames, {n_prompt} prompt frames")
-        mu = self.encoder_proj(h).transpose(1, 2)  # (1, 80, T)
+        mu = self.encoder_proj(h).transpose(1, 2).float()  # (1, 80, T); float32 under autocast too
         cond = torch.zeros_like(mu)
         cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2)
         mask = torch.ones(1, 1, frames, device=mu.device, dtype=mu.dtype)

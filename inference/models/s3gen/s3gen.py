@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ...audio import AudioError, resample
+from ...precision import flow_autocast
 from .flow import TokenToMel
 from .hifigan import HiFTGenerator
 from .mel import mel_24k
@@ -51,6 +52,7 @@ class S3Gen(nn.Module):
         self.speaker_encoder = CAMPPlus()
         self.flow = TokenToMel()
         self.mel2wav = HiFTGenerator()
+        self.flow_dtype = "float32"  # "bfloat16": the flow under autocast (inference.precision)
 
     @property
     def device(self) -> torch.device:
@@ -81,9 +83,11 @@ class S3Gen(nn.Module):
                        generator: torch.Generator | None = None, finalize: bool = True) -> Tensor:
         """(1, N) tokens -> (1, 80, frames) mel continuing the reference voice."""
         tokens = torch.atleast_2d(speech_tokens).long().to(self.device)
-        return self.flow.inference(tokens, ref.prompt_token.to(self.device), ref.prompt_feat.to(self.device),
-                                   ref.embedding.to(self.device), noise=noise, generator=generator,
-                                   finalize=finalize)
+        with flow_autocast(self.device, self.flow_dtype):
+            mel = self.flow.inference(tokens, ref.prompt_token.to(self.device), ref.prompt_feat.to(self.device),
+                                      ref.embedding.to(self.device), noise=noise, generator=generator,
+                                      finalize=finalize)
+        return mel.float()
 
     @torch.inference_mode()
     def inference(self, speech_tokens: Tensor, ref: RefDict, generator: torch.Generator | None = None,

@@ -76,7 +76,7 @@ class T3(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.speech_head.weight.device
+        return self.speech_emb.weight.device
 
     # ---------------------------------------------------------------- embeddings
     def embed_speech(self, tokens: Tensor, offset: int = 0) -> Tensor:

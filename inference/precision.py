@@ -1,0 +1,54 @@
+"""Reduced-precision T3 and S3Gen, chosen by the user for speed (README, "Speed"; accuracy in bench/RESULTS.md).
+
+float32 stays the default and the parity path. The others trade a measured amount of accuracy for speed:
+  - T3 "bfloat16" / "float16": the weights cast. On a CPU, bfloat16 pays off where the CPU has bfloat16
+    instructions (avx512_bf16 or AMX); elsewhere it is emulated and slower.
+  - T3 "int8" (CPU only): every linear layer (transformer, conditioning encoder, heads) quantized to int8 per
+    output channel, activations quantized on the fly (torch's dynamic quantization, run by fbgemm). Decoding
+    one token reads every weight once, so a quarter of the bytes is most of the speed-up. Embeddings stay
+    float32. The least accurate choice (bench/RESULTS.md: keeping the heads in float32 did not help). A LoRA
+    adapter must be applied before this: quantized layers cannot be trained or merged.
+  - S3Gen "bfloat16": the flow's conformer and estimator run under autocast; the vocoder stays float32 (its
+    STFT needs it). The flow is where S3Gen's time goes (about 95 % of a streaming chunk).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+T3_DTYPES = ("float32", "bfloat16", "float16", "int8")
+S3GEN_DTYPES = ("float32", "bfloat16")
+
+
+def check_dtypes(t3_dtype: str, s3gen_dtype: str) -> None:
+    if t3_dtype not in T3_DTYPES:
+        raise ValueError(f"t3_dtype must be one of {', '.join(T3_DTYPES)}, got {t3_dtype!r}")
+    if s3gen_dtype not in S3GEN_DTYPES:
+        raise ValueError(f"s3gen_dtype must be one of {', '.join(S3GEN_DTYPES)}, got {s3gen_dtype!r}")
+
+
+def set_t3_dtype(t3: nn.Module, dtype: str) -> nn.Module:
+    """Cast or quantize T3 in place (int8 swaps its linear layers, so use the returned module)."""
+    check_dtypes(dtype, "float32")
+    if dtype != "int8":
+        return t3.to(getattr(torch, dtype))
+    device = next(t3.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"t3_dtype int8 runs on the CPU only (fbgemm); on {device.type} use bfloat16")
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise ValueError("t3_dtype int8 needs torch's fbgemm engine (x86); this build has "
+                         f"{', '.join(torch.backends.quantized.supported_engines)}")
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():  # torch's deprecation notice points to torchao, which is not a dependency
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(t3.float(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                inplace=True)
+
+
+def flow_autocast(device: torch.device, dtype: str) -> torch.autocast:
+    """The context S3Gen's flow runs in: autocast to bfloat16, or nothing for float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
