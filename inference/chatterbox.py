@@ -358,18 +358,16 @@ class _Chatterbox(ABC):
                 yield None
 
         tokens = all_tokens()
-        first_out = False
         for token in tokens:  # turns until the first chunk
             chunk = utterance.feed(token)
             if chunk is not None:
                 yield chunk
                 utterance.clock.resume()  # the caller's time between chunks is not compute
-                first_out = True
                 break
             if stop is not None and stop.is_set():
                 return
-        if not first_out:
-            return
+        else:
+            return  # the utterance ended without any audio
         t3_threads, s3gen_threads = split_threads(self.device) if run_ahead else (None, None)
         t3_done = threading.Event()  # then S3Gen gets every thread back
         rest = iterate_ahead(tokens, stop, t3_threads, t3_done) if run_ahead else tokens

@@ -87,7 +87,6 @@ class StreamConfig:
         if self.strategy == "window" and self.fade_duration > self.context_window * TOKEN_SAMPLES:
             raise ValueError("window: fade_duration must not exceed the context window")
 
-
     def chunk_tokens(self, index: int) -> int:
         """Tokens in chunk `index` (0 = the first) of an utterance."""
         largest = 4 * self.chunk_size if self.max_chunk_size is None else self.max_chunk_size

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from inference.chatterbox import ChatterboxMultilingualTTS, ChatterboxTTS
+from inference.chatterbox import ChatterboxTTS
 from inference.models.tokenizers import SUPPORTED_LANGUAGES, TextError, normalize_text
 from inference.settings import PROJECT_ROOT, load_config
 from inference.tts import TTSConfig
