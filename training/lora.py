@@ -3,7 +3,7 @@
     python -m training.lora                                   # config.toml [training]: shipped sample, tiny preset
     python -m training.lora --model /path/to/official/weights --epochs 3 --lora.rank 32
     python -m training.lora --resume                          # continue the newest run from its last checkpoint
-    accelerate launch --num_processes 2 -m training.lora --model ...   # two GPUs (add --cpu: two CPU processes)
+    torchrun --nproc_per_node 2 -m training.lora --model ...          # two GPUs (--device cpu: two CPU processes)
 
 Every key of config.toml's [training] section (and its sub-tables lora, data, transcribe, ingest) is a flag:
 `--batch-size 8`, `--lora.alpha 64`, `--data.val-fraction 0.1`; `--help` explains each.
@@ -807,7 +807,18 @@ def main(argv: list[str] | None = None) -> int:
             NotADirectoryError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    release_processes()
     return 0
+
+
+def release_processes() -> None:
+    """Tear down torchrun's process group while Python is still whole. Left to interpreter exit, gloo's worker
+    threads can abort the process (SIGABRT, "terminate called without an active exception") after a run that
+    succeeded. Only on success: after a failure the other processes may sit in a collective and never answer."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # train() ended on a barrier: nothing is in flight
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ The presets' weights are synthetic, so the audio is not speech; shapes, lengths,
 watermark and the conditioning pipeline are nevertheless those of the real models. Tests that prepare
 another voice restore the shared fixture's (`restore_voice`).
 
-Time: S3Gen's flow costs ~3.5 s a call even for a few tokens here (2 cores, and tests/conftest.py's
-MKL_CBWR=COMPATIBLE makes its matmuls ~2.5x slower), so synthesis uses a 1 s voice, few tokens and
+Time: S3Gen's flow costs ~3.5 s a call even for a few tokens here (2 cores; MKL_CBWR=COMPATIBLE, where it is
+set, makes its matmuls ~2.5x slower), so synthesis uses a 1 s voice, few tokens and
 as few calls as the assertions allow.
 """
 from __future__ import annotations
