@@ -37,17 +37,6 @@ def join_jumps(wav: np.ndarray, joins: list[int]) -> np.ndarray:
     return np.array([steps[j - 1] / scale for j in joins if 0 < j < len(wav)])
 
 
-def join_flux(wav: np.ndarray, joins: list[int], sample_rate: int = 24000, hop: int = 240) -> np.ndarray:
-    """Spectral flux of the 10 ms frame that holds each join, divided by the median flux of the signal."""
-    import librosa
-
-    spec = np.abs(librosa.stft(np.asarray(wav, np.float32), n_fft=1024, hop_length=hop))
-    flux = np.sqrt(np.sum(np.diff(spec, axis=1).clip(min=0) ** 2, axis=0))  # frame t -> t+1
-    scale = max(float(np.median(flux)), 1e-12)
-    frames = [min(j // hop, len(flux) - 1) for j in joins if 0 < j < len(wav)]
-    return np.array([max(flux[max(f - 1, 0)], flux[f]) / scale for f in frames])
-
-
 def joins_of(chunks: list[np.ndarray]) -> list[int]:
     """Sample positions where consecutive chunks meet."""
     return list(np.cumsum([len(c) for c in chunks])[:-1].astype(int))

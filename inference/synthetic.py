@@ -37,10 +37,6 @@ def synthetic_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
     return x * MULTIPLIERS.get(key, 1.0)
 
 
-def synthetic_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    return {k: synthetic_tensor(k, tuple(s)) for k, s in sorted(shapes.items()) if k not in KEEP}
-
-
 @torch.no_grad()
 def fill_synthetic(module: nn.Module, prefix: str = "") -> nn.Module:
     """Overwrite every state-dict entry of `module` (except constant buffers) in place.

@@ -12,7 +12,7 @@ windows and merges their tokens, so tokens of audio longer than 30 s differ from
 
 Numerics: mel bins 7-8 decades below a frame's loudest bin keep the float32 FFT's rounding; MKL's
 AVX-512 FFT kernels move them by ~3e-5 after the log compared with its generic path (which the
-goldens used). MKL_CBWR=COMPATIBLE, set before MKL's first call, selects the generic path.
+goldens used), well inside the kit's tolerances.
 """
 from __future__ import annotations
 

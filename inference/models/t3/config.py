@@ -117,15 +117,3 @@ class T3Config:
             intermediate_size=128,
             alignment_heads=((1, 3), (1, 1), (0, 2)),
         )
-
-    @classmethod
-    def from_name(cls, name: str) -> "T3Config":
-        presets = {
-            "english": cls.english,
-            "multilingual": cls.multilingual,
-            "tiny": cls.tiny,
-            "tiny-multilingual": lambda: cls.tiny(multilingual=True),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown T3 config {name!r}; choose one of {sorted(presets)}")
-        return presets[name]()
