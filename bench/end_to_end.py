@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 from bench.streaming import append_results, load_average  # noqa: E402
 from inference.hardware import hardware  # noqa: E402
+from inference.precision import set_s3gen_dtype  # noqa: E402
 
 SAMPLE_RATE = 24000
 RUNS = ("oneshot", "before", "turns-fixed", "turns", "after", "oneshot-fast", "after-fast")
@@ -190,7 +191,7 @@ def run_stream(model, args, name: str) -> dict:
 
 def set_fast(model, fast: bool, t3s: dict) -> None:
     model.t3 = t3s["int8" if fast else "float32"]
-    model.s3gen.flow_dtype = "bfloat16" if fast else "float32"
+    set_s3gen_dtype(model.s3gen, "bfloat16" if fast else "float32")
 
 
 def quality(model, tokens: torch.Tensor, args) -> list[str]:
@@ -219,7 +220,7 @@ def quality(model, tokens: torch.Tensor, args) -> list[str]:
         return mel, s3gen.inference(tokens, ref, flow_noise=draws["flow_noise"], sine_phase=draws["source_phase"],
                                     sine_noise=draws["source_noise"])[0].numpy()
 
-    s3gen.flow_dtype = "float32"
+    set_s3gen_dtype(s3gen, "float32")
     one_mel, one = one_shot()
     lines = ["| what | flow | compute s | mel L1 | mel SNR dB | audio log-mel L1 | audio SNR dB |",
              "|---|---|---|---|---|---|---|"]
@@ -227,7 +228,7 @@ def quality(model, tokens: torch.Tensor, args) -> list[str]:
              (f"stream, chunks {args.chunk} growing to {4 * args.chunk}", None, "float32"),
              (f"stream, chunks {args.chunk} growing to {4 * args.chunk}", None, "bfloat16")]
     for what, largest, dtype in cases:
-        s3gen.flow_dtype = dtype
+        set_s3gen_dtype(s3gen, dtype)
         t0 = time.perf_counter()
         if what == "one-shot":
             mel, wav = one_shot()
@@ -247,7 +248,7 @@ def quality(model, tokens: torch.Tensor, args) -> list[str]:
         lines.append(f"| {what} | {dtype} | {seconds:.1f} | {mel_l1:.4f} | {mel_snr:.1f} | "
                      f"{log_mel_l1(one, wav):.4f} | {snr_db(one, wav):.1f} |")
         print(lines[-1], flush=True)
-    s3gen.flow_dtype = "float32"
+    set_s3gen_dtype(s3gen, "float32")
     return lines
 
 

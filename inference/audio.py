@@ -1,47 +1,15 @@
-"""Audio I/O and resampling shared by the models: reading user files robustly, and the windowed-sinc
-resampler S3Gen uses (numerically the torchaudio `Resample` defaults the official pipeline ran)."""
+"""Reading user audio files robustly, and the checks every user clip passes (one rule each: silence, non-finite
+samples, clipping, length), shared by voice references, training clips and evaluation references."""
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torch.nn.functional as F
 
+from .models.audio import AudioError, resample
 
-class AudioError(ValueError):
-    """A waveform or audio file that cannot serve as input."""
-
-
-@lru_cache(maxsize=16)
-def _sinc_kernel(orig: int, new: int, zeros: int = 6, rolloff: float = 0.99) -> tuple[torch.Tensor, int]:
-    """Polyphase kernel (new, 1, taps) for rates already divided by their gcd; Hann-windowed sinc."""
-    cutoff = min(orig, new) * rolloff
-    half = math.ceil(zeros * orig / cutoff)
-    offsets = torch.arange(-half, half + orig, dtype=torch.float64)[None, None] / orig
-    phase = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new
-    t = ((phase + offsets) * cutoff).clamp(-zeros, zeros)
-    window = torch.cos(t * math.pi / zeros / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    return (sinc * window * (cutoff / orig)).float(), half
-
-
-def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """(..., samples) float tensor -> (..., ceil(samples * new / orig))."""
-    if orig_sr == new_sr:
-        return wav
-    g = math.gcd(int(orig_sr), int(new_sr))
-    orig, new = int(orig_sr) // g, int(new_sr) // g
-    kernel, half = _sinc_kernel(orig, new)
-    shape = wav.shape
-    x = F.pad(wav.reshape(-1, shape[-1]), (half, half + orig))
-    y = F.conv1d(x[:, None], kernel.to(wav.device, wav.dtype), stride=orig)  # (N, new, frames)
-    y = y.transpose(1, 2).reshape(x.shape[0], -1)[:, : math.ceil(new * shape[-1] / orig)]
-    return y.reshape(*shape[:-1], -1)
+__all__ = ["AudioError", "NonFiniteAudio", "check_reference", "load_audio", "resample"]
 
 
 class NonFiniteAudio(AudioError):
@@ -68,10 +36,56 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     wav = data.mean(axis=1)
     if len(wav) == 0:
         raise AudioError(f"{path} holds no samples")
-    if not np.isfinite(wav).all():
-        raise NonFiniteAudio(f"{path} holds NaN or infinite samples")
+    check_finite(wav, str(path))
     if sr != sample_rate:
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate)
     if max_seconds is not None:
         wav = wav[: int(max_seconds * sample_rate)]
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+# One rule each, for every clip a user gives us (voice references, uploads, training clips, evaluation references).
+SILENT_PEAK = 1e-4  # a clip whose loudest sample is below this is silent
+CLIP_LEVEL = 0.999  # |sample| at or above this fraction of full scale counts as clipped
+MIN_REFERENCE_SECONDS = 0.5  # shortest voice reference (5-10 s works best)
+MAX_REFERENCE_SECONDS = 60  # longer references are cut here (the voice embedding gains nothing beyond)
+
+
+def check_finite(wav: np.ndarray, source: str) -> None:
+    if not np.isfinite(wav).all():
+        raise NonFiniteAudio(f"{source} holds NaN or infinite samples")
+
+
+def peak(wav: np.ndarray) -> float:
+    return float(np.abs(wav).max(initial=0.0))
+
+
+def is_silent(wav: np.ndarray) -> bool:
+    return peak(wav) < SILENT_PEAK
+
+
+def clipped_fraction(wav: np.ndarray) -> float:
+    return float((np.abs(wav) >= CLIP_LEVEL).mean()) if len(wav) else 0.0
+
+
+def check_reference(wav, sample_rate: int, source: str = "reference") -> np.ndarray:
+    """Specific errors for unusable voice references; long ones are cut to MAX_REFERENCE_SECONDS."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise AudioError(f"{source}: expected mono audio, got shape {wav.shape}")
+    check_finite(wav, source)
+    if is_silent(wav):
+        raise AudioError(f"{source}: the audio is silent (peak {peak(wav):.1e})")
+    voiced = np.abs(wav) > 0.01 * peak(wav)
+    if voiced.sum() < MIN_REFERENCE_SECONDS * sample_rate * 0.5 or len(wav) < MIN_REFERENCE_SECONDS * sample_rate:
+        raise AudioError(f"{source}: {len(wav) / sample_rate:.2f} s is too short; give at least "
+                         f"{MIN_REFERENCE_SECONDS} s of speech (5-10 s works best)")
+    if (clipped := clipped_fraction(wav)) > 0.01:
+        log.warning("%s: %.1f%% of samples are clipped; the cloned voice will sound distorted", source, 100 * clipped)
+    if len(wav) > MAX_REFERENCE_SECONDS * sample_rate:
+        log.info("%s: using the first %d s of %.0f s", source, MAX_REFERENCE_SECONDS, len(wav) / sample_rate)
+        wav = wav[: MAX_REFERENCE_SECONDS * sample_rate]
+    return wav

@@ -13,9 +13,6 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-REPO_ID = "ResembleAI/chatterbox"
-
-
 @dataclass(frozen=True)
 class ModelFiles:
     """File names of one model family inside a checkpoint folder (as in the official HF repo)."""
@@ -29,12 +26,6 @@ class ModelFiles:
 
     def all(self) -> list[str]:
         return [self.t3, self.ve, self.s3gen, self.tokenizer, self.conds, *self.extra]
-
-
-ENGLISH_FILES = ModelFiles(t3="t3_cfg.safetensors", ve="ve.safetensors", s3gen="s3gen.safetensors",
-                           tokenizer="tokenizer.json")
-MULTILINGUAL_FILES = ModelFiles(t3="t3_mtl23ls_v2.safetensors", ve="ve.pt", s3gen="s3gen.pt",
-                                tokenizer="grapheme_mtl_merged_expanded_v1.json", extra=("Cangjie5_TC.json",))
 
 
 def find_weights(folder: Path, name: str) -> Path:
@@ -130,7 +121,7 @@ def save_module(module: nn.Module, path: str | Path) -> None:
     os.replace(tmp, path)  # a crash never leaves a half-written checkpoint under the real name
 
 
-def download_model(files: ModelFiles, repo_id: str = REPO_ID, revision: str = "main") -> Path:
+def download_model(files: ModelFiles, repo_id: str, revision: str = "main") -> Path:
     """Fetch (or find in the HF cache) the files of a model repository; honours HF_HUB_OFFLINE."""
     from huggingface_hub import snapshot_download
 

@@ -37,7 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-SAMPLE_RATE = 24000
+from .models.rates import S3GEN_SR as SAMPLE_RATE  # a module that imports nothing (no torch here)
+
 WAV_HEADER_BYTES = 44
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 120.0  # seconds without a byte from the server before giving up (the first chunk can be slow)

@@ -14,6 +14,8 @@ float32 stays the default and the parity path. The others trade a measured amoun
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -42,13 +44,25 @@ def set_t3_dtype(t3: nn.Module, dtype: str) -> nn.Module:
                          f"{', '.join(torch.backends.quantized.supported_engines)}")
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    torch.backends.quantized.engine = "fbgemm"
-    with warnings.catch_warnings():  # torch's deprecation notice points to torchao, which is not a dependency
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), quantized_engine("fbgemm"):
+        warnings.simplefilter("ignore")  # torch's deprecation notice points to torchao, which is not a dependency
         return quantize_dynamic(t3.float(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
                                 inplace=True)
 
 
-def flow_autocast(device: torch.device, dtype: str) -> torch.autocast:
-    """The context S3Gen's flow runs in: autocast to bfloat16, or nothing for float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+@contextmanager
+def quantized_engine(name: str) -> Iterator[None]:
+    """torch's quantized engine for the block only. The engine matters when weights are packed: each packed
+    weight keeps its backend, so the process-wide setting can be restored right after."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def set_s3gen_dtype(s3gen, dtype: str) -> None:
+    """S3Gen's flow in float32 or under bfloat16 autocast (the vocoder always float32)."""
+    check_dtypes("float32", dtype)
+    s3gen.set_flow_dtype(getattr(torch, dtype))

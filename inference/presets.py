@@ -1,24 +1,30 @@
-"""The `tiny` preset: the real architecture at toy size with deterministic synthetic weights.
+"""The presets: each family's real architecture with deterministic synthetic weights (T3 at toy size).
 
-It exercises every code path offline (tests, demos, CI). Its output is NOT speech: the weights
-are random, so nothing it produces says anything about synthesis quality.
+They exercise every code path offline (tests, demos, CI). Their output is NOT speech: the weights are random, so
+nothing they produce says anything about synthesis quality.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .families import FAMILIES, PRESETS, Family
 from .models.s3gen.s3gen import S3Gen
-from .models.t3 import T3, T3Config
-from .models.tokenizers import EnTokenizer, MTLTokenizer, build_char_tokenizer
+from .models.t3 import T3
 from .models.voice_encoder import VoiceEncoder
 from .synthetic import fill_synthetic
 
-PRESETS = ("tiny", "tiny-multilingual")
+__all__ = ["PRESETS", "WARNING", "synthetic_reference", "synthetic_s3gen", "tiny_t3", "tiny_tokenizer",
+           "tiny_voice_encoder"]
+
 WARNING = "tiny preset: random weights, the output is not intelligible speech"
 
 
+def _family(multilingual: bool) -> Family:
+    return FAMILIES["multilingual" if multilingual else "english"]
+
+
 def tiny_t3(multilingual: bool = False) -> T3:
-    return fill_synthetic(T3(T3Config.tiny(multilingual), init_weights=False)).eval()
+    return fill_synthetic(T3(_family(multilingual).tiny_t3, init_weights=False)).eval()
 
 
 def tiny_voice_encoder() -> VoiceEncoder:
@@ -26,18 +32,16 @@ def tiny_voice_encoder() -> VoiceEncoder:
 
 
 def tiny_tokenizer(multilingual: bool = False):
-    cfg = T3Config.tiny(multilingual)
-    tok = build_char_tokenizer(cfg.text_vocab_size, language_tags=multilingual)
-    return MTLTokenizer(tok) if multilingual else EnTokenizer(tok)
+    return _family(multilingual).tiny_tokenizer()
 
 
-def synthetic_s3gen() -> S3Gen:
+def synthetic_s3gen(family: Family | None = None) -> S3Gen:
     """S3Gen at full size (it has no smaller configuration) with synthetic weights: ~1 GB, a few seconds.
     Random initialisation is skipped: every weight is overwritten by fill_synthetic anyway."""
     from transformers.initialization import no_init_weights
 
     with no_init_weights():
-        s3gen = S3Gen()
+        s3gen = (family.build_s3gen if family else S3Gen)()
     return fill_synthetic(s3gen).eval()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .models.rates import S3GEN_SR
+
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-error ratio of `test` against `reference` (same length), in dB; inf when identical."""
@@ -16,7 +18,7 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if error == 0 else float(10 * np.log10(np.sum(reference ** 2) / error))
 
 
-def log_mel(wav: np.ndarray, sample_rate: int = 24000, n_mels: int = 80) -> np.ndarray:
+def log_mel(wav: np.ndarray, sample_rate: int = S3GEN_SR, n_mels: int = 80) -> np.ndarray:
     import librosa
 
     mel = librosa.feature.melspectrogram(y=np.asarray(wav, np.float32), sr=sample_rate, n_fft=1024,
@@ -24,7 +26,7 @@ def log_mel(wav: np.ndarray, sample_rate: int = 24000, n_mels: int = 80) -> np.n
     return np.log(np.maximum(mel, 1e-5))
 
 
-def log_mel_l1(reference: np.ndarray, test: np.ndarray, sample_rate: int = 24000) -> float:
+def log_mel_l1(reference: np.ndarray, test: np.ndarray, sample_rate: int = S3GEN_SR) -> float:
     """Mean absolute log-mel difference (natural log units): 0 identical, ~0.1 hard to hear, >1 clearly different."""
     return float(np.mean(np.abs(log_mel(reference, sample_rate) - log_mel(test, sample_rate))))
 

@@ -14,10 +14,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import AudioError, load_audio
-from .checkpoints import ENGLISH_FILES, CheckpointError, download_model, find_weights, load_module
+from . import loading
+from .audio import AudioError, check_reference, load_audio
+from .checkpoints import CheckpointError
 from .conditionals import Conditionals
-from .models.s3gen.hifigan import remap_weight_norm_keys
+from .families import ENGLISH
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 
 log = logging.getLogger(__name__)
@@ -34,32 +35,30 @@ class ChatterboxVC:
     @classmethod
     def from_local(cls, folder: str | Path, device="cpu") -> "ChatterboxVC":
         """Reads `s3gen.safetensors` and, if present, the built-in voice of `conds.pt`."""
-        from .chatterbox import _constant_buffer
-
         folder = Path(folder)
-        s3gen = load_module(S3Gen(), find_weights(folder, ENGLISH_FILES.s3gen), remap=remap_weight_norm_keys,
-                            may_be_missing=_constant_buffer, ignore_unexpected=True)
-        conds = folder / ENGLISH_FILES.conds
+        s3gen = loading.read_s3gen(ENGLISH, folder)
+        conds = folder / ENGLISH.files.conds
         ref = RefDict.from_dict(Conditionals.load(conds).gen) if conds.is_file() else None
         return cls(s3gen, device, ref)
 
     @classmethod
     def from_pretrained(cls, device="cpu") -> "ChatterboxVC":
-        return cls.from_local(download_model(ENGLISH_FILES), device)
+        return cls.from_local(loading.download(ENGLISH), device)
 
     @classmethod
     def load(cls, model: str, device="cpu") -> "ChatterboxVC":
-        if model in ("tiny", "tiny-multilingual"):
+        source = loading.describe_source(model)
+        if source == "preset":
             from .presets import WARNING, synthetic_s3gen
 
             log.warning(WARNING)
             return cls(synthetic_s3gen(), device)
-        if Path(model).exists():
-            return cls.from_local(model, device)
-        return cls.from_local(download_model(ENGLISH_FILES, repo_id=model), device)
+        if source == "folder":
+            return cls.from_local(Path(model).expanduser(), device)
+        return cls.from_local(loading.download(ENGLISH, repo_id=model), device)
 
     def set_target_voice(self, wav_path: str | Path) -> None:
-        from .chatterbox import S3GEN_PROMPT_SECONDS, check_reference
+        from .chatterbox import S3GEN_PROMPT_SECONDS
 
         wav = check_reference(load_audio(wav_path, S3GEN_SR), S3GEN_SR, str(wav_path))
         self.ref = self.s3gen.embed_ref(wav[: S3GEN_PROMPT_SECONDS * S3GEN_SR], S3GEN_SR)
@@ -68,8 +67,6 @@ class ChatterboxVC:
     def generate(self, source_path: str | Path, target_voice_path: str | Path | None = None,
                  seed: int | None = None, watermark: bool = True) -> torch.Tensor:
         """-> (1, samples) 24 kHz: the words and timing of `source_path` in the target voice."""
-        from .chatterbox import check_reference
-
         if target_voice_path is not None:
             self.set_target_voice(target_voice_path)
         if self.ref is None:

@@ -20,7 +20,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from inference.audio import AudioError, NonFiniteAudio, load_audio
+from inference.audio import CLIP_LEVEL, AudioError, NonFiniteAudio, is_silent, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,9 @@ log = logging.getLogger(__name__)
 _NOTE_SUFFIXES = frozenset({".txt", ".lab", ".csv", ".tsv", ".json", ".jsonl", ".md"})
 _NOTE_STEMS = ("readme", "metadata")
 
-_CLIP_LEVEL = 0.999  # |sample| at or above this fraction of full scale counts as clipped
 _FLAT_RUN = 3  # this many consecutive samples at a file's own peak are a flat top (a limiter, then a gain)
 _NARROW_HZ = 4000  # telephone audio (8 kHz) holds nothing above this
 _NARROW_SHARE = 1e-5  # share of the energy above _NARROW_HZ below which a file is narrow-band (speech: ~1e-3)
-_SILENT_PEAK = 1e-4
 _SILENT_FRAME_DB = -60.0
 _FRAME, _HOP = 2048, 512  # silence-analysis frames (librosa's defaults, ~85 ms at 24 kHz)
 _PAD_SECONDS = 0.1  # context kept around each segment so onsets and decays are not chopped off
@@ -192,7 +190,7 @@ def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
 
     rms = librosa.feature.rms(y=wav, frame_length=_FRAME, hop_length=_HOP)[0]
     loudest_db = 20 * np.log10(max(float(rms.max()), 1e-12))
-    if float(np.abs(wav).max()) < _SILENT_PEAK or loudest_db < _SILENT_FRAME_DB:
+    if is_silent(wav) or loudest_db < _SILENT_FRAME_DB:
         raise _Skip("silent")
 
     clipped, flat, peak, native_sr = _clipping(path)
@@ -245,7 +243,7 @@ def _clipping(path: Path) -> tuple[float, float, float, int]:
     mag = np.abs(data)
     peak = float(mag.max(initial=0.0))
     total = max(data.size, 1)
-    full = int(np.count_nonzero(mag >= _CLIP_LEVEL)) / total
+    full = int(np.count_nonzero(mag >= CLIP_LEVEL)) / total
     if peak == 0.0:
         return full, 0.0, peak, native_sr
     at_peak = mag >= peak * (1.0 - 1e-4)

@@ -10,14 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inference.chatterbox import T3_CONFIG_FILE, ChatterboxMultilingualTTS, ChatterboxTTS
-from inference.checkpoints import (
-    ENGLISH_FILES,
-    MULTILINGUAL_FILES,
-    CheckpointError,
-    load_module,
-    read_state_dict,
-    save_module,
-)
+from inference.checkpoints import CheckpointError, load_module, read_state_dict, save_module
+from inference.families import ENGLISH, MULTILINGUAL
 from inference.conditionals import Conditionals
 from inference.models.t3 import T3, T3Config
 
@@ -76,8 +70,8 @@ def test_english_save_local_writes_official_names(english_dir):
     names = {p.name for p in english_dir.iterdir()}
     assert names == {"t3_cfg.safetensors", "ve.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt",
                      T3_CONFIG_FILE}
-    assert ENGLISH_FILES.t3 == "t3_cfg.safetensors" and ENGLISH_FILES.ve == "ve.safetensors"
-    assert ENGLISH_FILES.s3gen == "s3gen.safetensors"
+    assert ENGLISH.files.t3 == "t3_cfg.safetensors" and ENGLISH.files.ve == "ve.safetensors"
+    assert ENGLISH.files.s3gen == "s3gen.safetensors"
 
 
 def test_english_round_trip_generates_identical_tokens(english, english_reloaded):
@@ -107,8 +101,8 @@ def test_multilingual_save_local_writes_official_names(multilingual_dir):
     names = {p.name for p in multilingual_dir.iterdir()}
     assert {"t3_mtl23ls_v2.safetensors", "ve.pt", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json", "conds.pt",
             T3_CONFIG_FILE} <= names
-    assert MULTILINGUAL_FILES.t3 in names and MULTILINGUAL_FILES.tokenizer in names
-    assert MULTILINGUAL_FILES.s3gen == "s3gen.pt"
+    assert MULTILINGUAL.files.t3 in names and MULTILINGUAL.files.tokenizer in names
+    assert MULTILINGUAL.files.s3gen == "s3gen.pt"
     assert not any(n.endswith(".partial") for n in names)
 
 
@@ -125,8 +119,8 @@ def test_multilingual_round_trip_generates_identical_tokens(multilingual, multil
 # --- strict loading -----------------------------------------------------------------------------------
 
 def test_missing_key_is_listed(english_dir, tmp_path):
-    folder = _copy_model(english_dir, tmp_path / "model", copy=(ENGLISH_FILES.t3,))
-    path = folder / ENGLISH_FILES.t3
+    folder = _copy_model(english_dir, tmp_path / "model", copy=(ENGLISH.files.t3,))
+    path = folder / ENGLISH.files.t3
     state = load_file(str(path))
     removed = "speech_head.weight" if "speech_head.weight" in state else sorted(state)[0]
     del state[removed]
@@ -140,8 +134,8 @@ def test_missing_key_is_listed(english_dir, tmp_path):
 
 
 def test_unexpected_key_is_listed(english_dir, tmp_path):
-    path = tmp_path / ENGLISH_FILES.t3
-    state = load_file(str(english_dir / ENGLISH_FILES.t3))
+    path = tmp_path / ENGLISH.files.t3
+    state = load_file(str(english_dir / ENGLISH.files.t3))
     state["bogus.extra_weight"] = torch.zeros(3)
     save_file(state, str(path))
     with pytest.raises(CheckpointError) as err:
@@ -154,7 +148,7 @@ def test_unexpected_key_is_listed(english_dir, tmp_path):
 def test_english_weights_into_multilingual_t3_report_shape(english_dir):
     t3 = T3(T3Config.tiny(multilingual=True), init_weights=False)
     with pytest.raises(CheckpointError) as err:
-        load_module(t3, english_dir / ENGLISH_FILES.t3)
+        load_module(t3, english_dir / ENGLISH.files.t3)
     line = _message_line(err, "shape")
     assert "text_emb.weight" in line
 
@@ -162,14 +156,14 @@ def test_english_weights_into_multilingual_t3_report_shape(english_dir):
 def test_english_folder_loaded_as_multilingual_fails_clearly(english_dir):
     with pytest.raises(FileNotFoundError) as err:
         ChatterboxMultilingualTTS.from_local(english_dir)
-    assert MULTILINGUAL_FILES.t3 in str(err.value)
+    assert MULTILINGUAL.files.t3 in str(err.value)
 
 
 # --- unreadable files ---------------------------------------------------------------------------------
 
 def test_truncated_safetensors(english_dir, tmp_path):
     path = tmp_path / "truncated.safetensors"
-    path.write_bytes((english_dir / ENGLISH_FILES.t3).read_bytes()[:1000])
+    path.write_bytes((english_dir / ENGLISH.files.t3).read_bytes()[:1000])
     with pytest.raises(CheckpointError) as err:
         read_state_dict(path)
     assert str(path) in str(err.value)
@@ -177,7 +171,7 @@ def test_truncated_safetensors(english_dir, tmp_path):
 
 def test_truncated_pt(multilingual_dir, tmp_path):
     path = tmp_path / "truncated.pt"
-    path.write_bytes((multilingual_dir / MULTILINGUAL_FILES.ve).read_bytes()[:1000])
+    path.write_bytes((multilingual_dir / MULTILINGUAL.files.ve).read_bytes()[:1000])
     with pytest.raises(CheckpointError) as err:
         read_state_dict(path)
     assert str(path) in str(err.value)
@@ -208,8 +202,8 @@ def test_legacy_model_wrapper_loads(english, tmp_path):
 
 
 def test_read_state_dict_of_pt_and_safetensors_agree(multilingual, multilingual_dir):
-    ve = read_state_dict(multilingual_dir / MULTILINGUAL_FILES.ve)  # torch .pt
-    t3 = read_state_dict(multilingual_dir / MULTILINGUAL_FILES.t3)  # safetensors
+    ve = read_state_dict(multilingual_dir / MULTILINGUAL.files.ve)  # torch .pt
+    t3 = read_state_dict(multilingual_dir / MULTILINGUAL.files.t3)  # safetensors
     for module, state in ((multilingual.ve, ve), (multilingual.t3, t3)):
         expected = module.state_dict()
         assert state.keys() == expected.keys()
@@ -282,8 +276,8 @@ def test_from_local_without_tokenizer(english_dir, tmp_path):
 
 @pytest.mark.parametrize("family", ["english", "multilingual"])
 def test_from_local_without_s3gen(family, request, tmp_path):
-    cls, files = ((ChatterboxTTS, ENGLISH_FILES) if family == "english"
-                  else (ChatterboxMultilingualTTS, MULTILINGUAL_FILES))
+    cls, files = ((ChatterboxTTS, ENGLISH.files) if family == "english"
+                  else (ChatterboxMultilingualTTS, MULTILINGUAL.files))
     folder = _copy_model(request.getfixturevalue(f"{family}_dir"), tmp_path / "model")
     (folder / files.s3gen).unlink()
     with pytest.raises(FileNotFoundError) as err:
@@ -324,7 +318,7 @@ def test_from_pretrained_offline_tells_to_pass_a_folder(offline_hub):
         ChatterboxTTS.from_pretrained()
     message = str(err.value)
     assert "folder" in message
-    assert ENGLISH_FILES.t3 in message
+    assert ENGLISH.files.t3 in message
     assert "offline" in message.lower()  # the hub refused because of offline mode, not a network failure
 
 

@@ -80,17 +80,19 @@ def test_flow_in_bfloat16_stays_close_to_float32(english):
     noise = torch.randn(1, 80, ref.prompt_feat.shape[1] + 60, generator=torch.Generator().manual_seed(3))
     want = s3gen.flow_inference(tokens, ref, noise=noise)
     try:
-        s3gen.flow_dtype = "bfloat16"
+        s3gen.set_flow_dtype(torch.bfloat16)
         got = s3gen.flow_inference(tokens, ref, noise=noise)
     finally:
-        s3gen.flow_dtype = "float32"
+        s3gen.set_flow_dtype(torch.float32)
     assert got.dtype == torch.float32 and got.shape == want.shape
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        s3gen.set_flow_dtype(torch.float16)
     assert 25 < snr_db(want.numpy(), got.numpy()) < 80  # close, and not silently float32
 
 
 def test_load_chatterbox_with_the_fast_settings_streams():
     model = load_chatterbox("tiny", t3_dtype="int8", s3gen_dtype="bfloat16")
-    assert model.s3gen.flow_dtype == "bfloat16"
+    assert model.s3gen.flow_dtype == torch.bfloat16
     assert not any(type(m) is nn.Linear for m in model.t3.modules())
     chunks = list(model.generate_stream("Fast settings.", seed=1, max_new_tokens=16, chunk_size=8,
                                         prompt_tokens=10))

@@ -82,8 +82,14 @@ def test_normalize_rejects_non_str(bad) -> None:
         normalize_text(bad)
 
 
-def test_text_error_is_value_error() -> None:
-    assert issubclass(TextError, ValueError)
+def test_text_errors_reach_the_commands_as_value_errors() -> None:
+    """The commands print ValueErrors as one-line messages (no traceback): text errors must be among them."""
+    try:
+        normalize_text("  ")
+    except ValueError as e:
+        assert isinstance(e, TextError) and "empty" in str(e)
+    else:
+        pytest.fail("blank text was accepted")
 
 
 # --- English ----------------------------------------------------------------------------------------

@@ -8,16 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...audio import AudioError, resample
-from ...precision import flow_autocast
+from ..audio import AudioError, resample
+from ..rates import S3_SR, S3GEN_SR
 from .flow import TokenToMel
 from .hifigan import HiFTGenerator
 from .mel import mel_24k
 from .s3tokenizer import S3Tokenizer
 from .xvector import CAMPPlus
 
-S3GEN_SR = 24000
-S3_SR = 16000
 FADE_SAMPLES = 480  # the vocoder's first frame is noise-like: silence it, then fade in over 20 ms
 
 
@@ -52,7 +50,14 @@ class S3Gen(nn.Module):
         self.speaker_encoder = CAMPPlus()
         self.flow = TokenToMel()
         self.mel2wav = HiFTGenerator()
-        self.flow_dtype = "float32"  # "bfloat16": the flow under autocast (inference.precision)
+        self.flow_dtype = torch.float32  # bfloat16: the flow under autocast (set_flow_dtype)
+
+    def set_flow_dtype(self, dtype: torch.dtype) -> None:
+        """float32 (the parity path) or bfloat16: the flow's conformer and estimator then run under autocast,
+        the ODE state and the vocoder stay float32 (the vocoder's STFT needs it)."""
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"the flow runs in float32 or bfloat16, not {dtype}")
+        self.flow_dtype = dtype
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +88,7 @@ class S3Gen(nn.Module):
                        generator: torch.Generator | None = None, finalize: bool = True) -> Tensor:
         """(1, N) tokens -> (1, 80, frames) mel continuing the reference voice."""
         tokens = torch.atleast_2d(speech_tokens).long().to(self.device)
-        with flow_autocast(self.device, self.flow_dtype):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.flow_dtype == torch.bfloat16):
             mel = self.flow.inference(tokens, ref.prompt_token.to(self.device), ref.prompt_feat.to(self.device),
                                       ref.embedding.to(self.device), noise=noise, generator=generator,
                                       finalize=finalize)

@@ -25,11 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
-import queue
-import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,14 +33,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .models.s3gen.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO
-from .models.s3gen.hifigan import draw_source_randomness, harmonic_excitation
-from .models.s3gen.s3gen import FADE_SAMPLES, RefDict, S3Gen, trim_fade
+from ..models.rates import TOKEN_SAMPLES
+from ..models.s3gen.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO
+from ..models.s3gen.hifigan import draw_source_randomness, harmonic_excitation
+from ..models.s3gen.s3gen import FADE_SAMPLES, S3GEN_SR, RefDict, S3Gen, trim_fade
 
 STRATEGIES = ("incremental", "window")
 FADES = ("linear", "hann", "equal_power")
-FRAME_SAMPLES = 480  # one 50 Hz mel frame at 24 kHz
-TOKEN_SAMPLES = TOKEN_MEL_RATIO * FRAME_SAMPLES  # 960: one 25 Hz speech token
+FRAME_SAMPLES = TOKEN_SAMPLES // TOKEN_MEL_RATIO  # 480: one 50 Hz mel frame at 24 kHz
 
 
 @dataclass
@@ -141,7 +137,7 @@ class StreamChunk(NamedTuple):
 class StreamClock:
     """Turns (audio, work) into StreamChunks with timings; call `resume()` when the generator resumes."""
 
-    def __init__(self, sample_rate: int = 24000):
+    def __init__(self, sample_rate: int = S3GEN_SR):
         self.sample_rate = sample_rate
         self.started = self.last = time.perf_counter()
         self.compute = self.audio = 0.0
@@ -360,71 +356,3 @@ def make_streamer(s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, generator: torc
             raise ValueError("the window strategy draws fresh randomness on every call; it takes no fixed draws")
         return WindowStreamer(s3gen, ref, cfg, generator)
     return IncrementalStreamer(s3gen, ref, cfg, generator, **draws)
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def iterate_ahead(items: Iterable, stop: threading.Event | None = None, threads: int | None = None,
-                  finished: threading.Event | None = None) -> Iterator:
-    """Iterate `items` in a background thread, so the producer (T3 making tokens) keeps going while the consumer
-    (S3Gen making audio) works. `threads`: torch threads of the producer (None: torch's default); `finished` is
-    set when the producer has made its last item. Leaving the loop early, or setting `stop`, ends the producer
-    after its current item; its exceptions are re-raised here."""
-    out: queue.Queue = queue.Queue()
-    halt, end = threading.Event(), object()
-
-    def produce() -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)  # per thread: the consumer keeps its own count
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                out.put(item)
-                if halt.is_set() or (stop is not None and stop.is_set()):
-                    break
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            out.put(_Failed(e))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-            if finished is not None:
-                finished.set()
-            out.put(end)
-
-    threading.Thread(target=produce, name="run-ahead", daemon=True).start()
-    try:
-        while (item := out.get()) is not end:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        halt.set()
-
-
-def split_threads(device: torch.device) -> tuple[int | None, int | None]:
-    """(T3's, S3Gen's) torch threads while T3 runs ahead of S3Gen: on a CPU, a quarter of the threads (at least
-    one) decode T3 tokens, which need memory bandwidth more than arithmetic, and S3Gen keeps the rest, so the
-    two do not oversubscribe the cores (OpenMP threads spin while they wait). (None, None) on a GPU."""
-    if device.type != "cpu":
-        return None, None
-    total = torch.get_num_threads()
-    t3 = max(1, total // 4)
-    return t3, max(1, total - t3)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch threads in this thread (None: unchanged)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

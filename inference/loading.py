@@ -1,0 +1,136 @@
+"""Model sources -> the parts of a model: a preset, a folder in the official layout, or a Hugging Face repo id.
+
+Every command resolves `--model` here, with one rule for each question ("is it a preset, a folder, a repo id?",
+"which family?"), and loads strictly: a file with missing, unexpected or mis-shaped keys fails with one message
+listing them (inference/checkpoints.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import presets
+from .checkpoints import CheckpointError, download_model, find_weights, load_module, save_module
+from .conditionals import Conditionals
+from .families import FAMILIES, PRESETS, Family, family_of_folder, family_of_preset
+from .models.s3gen.hifigan import remap_weight_norm_keys
+from .models.s3gen.s3gen import S3Gen
+from .models.t3 import T3, T3Config
+from .models.voice_encoder import VoiceEncoder
+from .synthetic import fill_synthetic
+
+# Written beside the weights only when T3 is not of its family's official size (the tiny preset, experiments).
+T3_CONFIG_FILE = "t3_config.json"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ModelParts:
+    """What a model is made of, before the facade puts it on a device."""
+
+    t3: T3
+    s3gen: S3Gen
+    ve: VoiceEncoder
+    tokenizer: object
+    conds: Conditionals | None = None
+
+
+def is_repo_id(model: str | Path) -> bool:
+    """'owner/name' that is not a path on this machine."""
+    text = str(model)
+    return bool(_REPO_ID.match(text)) and not Path(text).expanduser().exists()
+
+
+def describe_source(model: str | Path) -> str:
+    """'preset', 'folder' or 'repo'; a ValueError naming the three choices otherwise."""
+    if str(model) in PRESETS:
+        return "preset"
+    if Path(model).expanduser().exists():
+        return "folder"
+    if is_repo_id(model):
+        return "repo"
+    raise FileNotFoundError(f"--model {str(model)!r} is neither a preset ({', '.join(PRESETS)}), an existing folder, "
+                            "nor a Hugging Face repo id (owner/name)")
+
+
+def family_for(model: str | Path, multilingual: bool = False) -> Family:
+    """The family a source holds: a preset's own, a folder's by its T3 file; a repo id (not downloaded yet) is
+    English unless `multilingual`."""
+    if (preset := family_of_preset(str(model))) is not None:
+        return preset
+    folder = Path(model).expanduser()
+    found = family_of_folder(folder) if folder.is_dir() else None
+    if found is not None:
+        return found
+    return FAMILIES["multilingual"] if multilingual else FAMILIES["english"]
+
+
+def constant_buffer(key: str) -> bool:
+    """S3Gen entries a file may lack because the module rebuilds them (the English load is lenient)."""
+    return key in ("tokenizer._mel_filters", "tokenizer.window") or key.endswith("num_batches_tracked")
+
+
+def read_t3_config(family: Family, folder: Path) -> T3Config:
+    sidecar = folder / T3_CONFIG_FILE
+    if not sidecar.is_file():
+        return family.t3
+    try:
+        fields = json.loads(sidecar.read_text())
+        fields["alignment_heads"] = tuple(tuple(h) for h in fields.get("alignment_heads", ()))
+        return T3Config(**fields)
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{sidecar} is not a valid T3 config: {e}") from e
+
+
+def read_s3gen(family: Family, folder: Path) -> S3Gen:
+    return load_module(family.build_s3gen(), find_weights(folder, family.files.s3gen), remap=remap_weight_norm_keys,
+                       may_be_missing=constant_buffer, ignore_unexpected=family.lenient_s3gen)
+
+
+def read_folder(family: Family, folder: str | Path) -> ModelParts:
+    """A folder in the official layout (also what our training writes)."""
+    folder, files = Path(folder), family.files
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    missing = [f for f in (files.t3, files.s3gen, files.ve) if not find_weights(folder, f).is_file()]
+    missing += [] if (folder / files.tokenizer).is_file() else [files.tokenizer]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)} (expected the official layout: "
+                                f"{', '.join(files.all())})")
+    t3 = load_module(T3(read_t3_config(family, folder), init_weights=False), find_weights(folder, files.t3))
+    ve = load_module(VoiceEncoder(), find_weights(folder, files.ve))
+    tokenizer = family.read_tokenizer(folder / files.tokenizer)
+    if tokenizer.vocab_size > t3.cfg.text_vocab_size:
+        raise CheckpointError(f"{files.tokenizer} has {tokenizer.vocab_size} tokens but T3 only "
+                              f"{t3.cfg.text_vocab_size} text embeddings")
+    conds = Conditionals.load(folder / files.conds) if (folder / files.conds).is_file() else None
+    return ModelParts(t3, read_s3gen(family, folder), ve, tokenizer, conds)
+
+
+def download(family: Family, repo_id: str | None = None, revision: str = "main") -> Path:
+    return download_model(family.files, repo_id or family.repo_id, revision)
+
+
+def build_preset(family: Family) -> ModelParts:
+    """The real architecture with deterministic synthetic weights (T3 at toy size): no intelligible speech."""
+    t3 = fill_synthetic(T3(family.tiny_t3, init_weights=False)).eval()
+    return ModelParts(t3, presets.synthetic_s3gen(family), presets.tiny_voice_encoder(), family.tiny_tokenizer())
+
+
+def write_folder(parts: ModelParts, family: Family, folder: str | Path) -> Path:
+    """The official layout, plus t3_config.json when T3 is not of the family's official size."""
+    folder, files = Path(folder), family.files
+    folder.mkdir(parents=True, exist_ok=True)
+    save_module(parts.t3, folder / files.t3)
+    save_module(parts.ve, folder / files.ve)
+    save_module(parts.s3gen, folder / files.s3gen)
+    parts.tokenizer.save(folder / files.tokenizer)
+    if parts.conds is not None:
+        parts.conds.save(folder / files.conds)
+    if parts.t3.cfg != family.t3:
+        (folder / T3_CONFIG_FILE).write_text(json.dumps(asdict(parts.t3.cfg), indent=1))
+    else:
+        (folder / T3_CONFIG_FILE).unlink(missing_ok=True)
+    return folder
