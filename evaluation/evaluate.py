@@ -48,7 +48,8 @@ from tqdm import tqdm
 from inference.audio import load_audio
 from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read_base_identity
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
-from inference.checkpoints import ENGLISH_FILES, CheckpointError
+from inference.checkpoints import CheckpointError
+from inference.families import ENGLISH
 from inference.models.t3 import T3Config
 from inference.settings import add_config_flags, config_from_dict, flag_overrides, flatten, load_config
 from training.transcribe import resolve_model
@@ -66,7 +67,7 @@ from .wer import Asr, base_language, check_asr_language, score
 log = logging.getLogger("evaluation")
 
 PRESETS = ("tiny", "tiny-multilingual")
-ENGLISH_T3_FILE = ENGLISH_FILES.t3
+ENGLISH_T3_FILE = ENGLISH.files.t3
 RUNS_DIR = Path("evaluation_runs")  # where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on

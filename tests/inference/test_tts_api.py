@@ -39,7 +39,7 @@ def test_text_longer_than_the_model_takes(english):
 def test_text_at_the_limit_is_accepted(english):
     n = english.t3.cfg.max_text_tokens
     text = "A" * (n - 1)  # normalization appends "."
-    ids = english._encode(normalize_text(text), None)
+    ids = english.FAMILY.encode(english.tokenizer, normalize_text(text), None)
     assert len(ids) == n  # the tiny English vocabulary is one token per character
     tokens = english.text_tokens(text)
     assert tokens.shape == (1, n + 2)
