@@ -1,18 +1,18 @@
 """`[evaluation]` of config.toml: what to compare, on which sentences, how to stream and how to score."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
+from inference.models.limits import check_limits, prompt_tokens_setting
 from training.transcribe import BUNDLED_BASE, TranscribeConfig
 
 from .similarity import SimilarityConfig
 
-STRATEGIES = ("incremental", "window")
-
 
 @dataclass
 class StreamSettings:
-    """Passed to `generate_stream` for every sample of both models (see inference/streaming.py)."""
+    """Passed to `generate_stream` for every sample of both models (see inference/streaming.py); allowed values:
+    inference/models/limits.py."""
 
     chunk_size: int = 25  # speech tokens per chunk (25 = 1 s of audio)
     strategy: str = "incremental"  # incremental | window
@@ -24,12 +24,11 @@ class StreamSettings:
     max_new_tokens: int = 400  # per sentence (16 s); the tiny preset, which never stops, gets 50
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"stream.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.chunk_size < 1 or self.max_new_tokens < 1 or self.prompt_tokens < 0:
-            raise ValueError("stream.chunk_size and stream.max_new_tokens must be >= 1, stream.prompt_tokens >= 0")
-        if not self.temperature > 0 or self.cfg_weight < 0 or self.exaggeration < 0:
-            raise ValueError("stream.temperature must be > 0, stream.cfg_weight and stream.exaggeration >= 0")
+        check_limits(self.generate_kwargs(), "stream.")
+
+    def generate_kwargs(self) -> dict:
+        """These settings as `generate_stream` takes them."""
+        return {**asdict(self), "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}
 
 
 @dataclass

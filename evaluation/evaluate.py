@@ -51,7 +51,7 @@ from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.families import ENGLISH
 from inference.models.t3 import T3Config
-from inference.settings import add_config_flags, config_from_dict, flag_overrides, flatten, load_config
+from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 from training.transcribe import resolve_model
 
 from .config import EvalConfig, StreamSettings
@@ -484,17 +484,13 @@ def safe(name: str) -> str:
 # ------------------------------------------------------------------------------------------ command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
+    p = command_parser("python -m evaluation", EvalConfig, "evaluation", __doc__.splitlines()[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--resume", action="store_true",
                    help=f"continue the newest run in {RUNS_DIR}/ (or --output-dir) with the settings it was started "
                         "with: finished samples are kept, failed ones retried")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                    help="report two finished run folders against each other, generating nothing")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, as the flags (stream.chunk_size=10, max_sentences=20)")
-    add_config_flags(p, EvalConfig, "evaluation")
     return p
 
 
@@ -520,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             md, html = compare(a, b, out)
             print(f"comparison: {md} and {html}")
             return 0
-        overrides = [*args.overrides, *flag_overrides(args)]
+        overrides = command_overrides(args)
         cfg = load_config(EvalConfig, "evaluation", args.config, overrides)
         run_dir, rows = evaluate(cfg, resume=args.resume, given=given_keys(args, overrides))
     except (EvaluationError, CheckpointError, ValueError, FileNotFoundError) as e:

@@ -36,11 +36,7 @@ def stream_sample(model, text: str, language: str | None, seed: int,
     scoring happen after the stream ends and are not timed."""
     timing, pieces = StreamTiming(), []
     start = time.perf_counter()
-    stream = model.generate_stream(
-        text, language_id=language, seed=seed, exaggeration=settings.exaggeration,
-        chunk_size=settings.chunk_size, strategy=settings.strategy, context_window=settings.context_window,
-        prompt_tokens=settings.prompt_tokens or None, cfg_weight=settings.cfg_weight,
-        temperature=settings.temperature, max_new_tokens=settings.max_new_tokens)
+    stream = model.generate_stream(text, language_id=language, seed=seed, **settings.generate_kwargs())
     for chunk in stream:
         timing.chunk_arrivals.append(time.perf_counter() - start)
         timing.chunk_compute.append(chunk.metrics.compute_seconds)

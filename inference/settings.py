@@ -1,7 +1,8 @@
 """config.toml sections -> dataclasses, overridable from the command line.
 
 A dataclass field whose type is itself a dataclass is a sub-table: `[training.lora]` in the file,
-`lora.rank=16` as an override, `--lora.rank 16` as a flag (see `add_config_flags`).
+`lora.rank=16` as an override, `--lora.rank 16` as a flag (see `add_config_flags`). Every command builds its
+parser with `command_parser`, so each takes both spellings and explains each key in config.toml's words.
 """
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def config_comments(section: str, path: str | Path | None = None) -> dict[str, s
     """The comment documenting each key of [section] and its sub-tables in config.toml, by dotted key.
 
     A key's comment is the one on its line plus indented comment-only lines right below it, so the file
-    stays the one place where settings are explained and `--help` shows the same words.
+    stays the one place where settings are explained and `--help` shows the same words. A key without one
+    takes its table's (the comment on the `[table]` line).
     """
     path = Path(path) if path else PROJECT_ROOT / "config.toml"
     if not path.is_file():
@@ -164,18 +166,20 @@ def config_comments(section: str, path: str | Path | None = None) -> dict[str, s
     comments: dict[str, str] = {}
     prefix: str | None = None
     last: str | None = None
+    table_comment = ""
     for line in path.read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("["):
-            table = stripped.strip("[]").strip()
+            table = stripped[1:stripped.index("]")].strip()
             prefix = "" if table == section else (table[len(section) + 1:] + "." if table.startswith(section + ".")
                                                   else None)
+            table_comment = _comment_of(stripped[stripped.index("]"):]) or ""
             last = None
         elif stripped.startswith("#") and line[:1].isspace() and last is not None:
             comments[last] = f"{comments[last]} {stripped[1:].strip()}".strip()
         elif "=" in stripped and not stripped.startswith("#") and prefix is not None:
             last = prefix + stripped.split("=", 1)[0].strip()
-            comments[last] = _comment_of(stripped.split("=", 1)[1]) or ""
+            comments[last] = _comment_of(stripped.split("=", 1)[1]) or table_comment
         else:
             last = None
     return comments
@@ -212,3 +216,33 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The `key=value` overrides given as flags made by `add_config_flags`."""
     return [f"{dest[4:]}={value}" for dest, value in vars(args).items()
             if dest.startswith("cfg:") and value is not None]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """`key=value` words may sit anywhere among the flags (argparse alone takes them in one run only)."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
+def command_parser(prog: str, cls, section: str, description: str, **kwargs) -> CommandParser:
+    """The command line of every command: `--config`, one `--key value` flag per key of `cls` and the same keys
+    as `key=value` words, explained by [section]'s comments in config.toml. The command adds its own flags."""
+    p = CommandParser(prog=prog, description=description, **kwargs)
+    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help=f"any [{section}] key below, as the flags (a flag given too wins)")
+    add_config_flags(p, cls, section)
+    return p
+
+
+def command_overrides(args: argparse.Namespace) -> list[str]:
+    """Every setting given on the command line as `key=value`: the words, then the flags (which win)."""
+    return [*getattr(args, "overrides", []), *flag_overrides(args)]
+
+
+def parse_command(parser: argparse.ArgumentParser, argv: list[str] | None, cls, section: str):
+    """(flags, config): `cls` from config.toml's [section] (or --config's), then the command line's settings.
+    Raises ValueError (a bad key or value) or FileNotFoundError (no such --config) for the command to report."""
+    args = parser.parse_args(argv)
+    return args, load_config(cls, section, args.config, command_overrides(args))

@@ -1,6 +1,7 @@
-"""python -m inference.tts --text "..." --out out.wav [--model tiny|DIR|owner/repo] [--language fr] [--voice ref.wav] [key=value ...]
+"""python -m inference.tts --text "..." --out out.wav [--voice ref.wav] [--model tiny|DIR|owner/repo] [--key value | key=value ...]
 
-Synthesises a 24 kHz WAV with the settings of config.toml's [tts] section; `key=value` overrides them.
+Synthesises a 24 kHz WAV with the settings of config.toml's [tts] section; every key is also a flag
+(`--temperature 0.6` or `temperature=0.6`).
 """
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 from .checkpoints import CheckpointError
-from .settings import load_config
+from .settings import command_parser, parse_command
 
 
 @dataclass
@@ -35,6 +36,12 @@ class TTSConfig:
     seed: int | None = 0
     watermark: bool = True  # Perth implicit watermark on the output
 
+    def sampling(self) -> dict:
+        """The sampling settings, as `generate` takes them (checked there, by SamplingConfig)."""
+        from .models.t3.sampling import SAMPLING_FIELDS  # here: T3's modules take seconds to import, --help need not
+
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS}
+
 
 def load_model(cfg: TTSConfig):
     from .chatterbox import load_chatterbox
@@ -43,29 +50,22 @@ def load_model(cfg: TTSConfig):
                            cfg.s3gen_dtype)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m inference.tts", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = command_parser("python -m inference.tts", TTSConfig, "tts", __doc__.splitlines()[0])
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, type=Path, help="output WAV (24 kHz)")
     p.add_argument("--voice", type=Path, help="reference recording to clone (default: the model's built-in voice)")
-    p.add_argument("--model", help="overrides [tts] model: tiny, a model folder, a repo id, or a LoRA adapter folder "
-                                   "written by training (its base is loaded with it)")
-    p.add_argument("--adapter", help="a LoRA adapter folder to put on --model (it must have been trained on it)")
-    p.add_argument("--language", help="overrides [tts] language")
-    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
-    p.add_argument("overrides", nargs="*", help="key=value settings of [tts], e.g. temperature=0.7")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return p
 
-    if args.voice is not None and not args.voice.is_file():  # before the model takes seconds to load
-        print(f"error: audio file not found: {args.voice}", file=sys.stderr)
-        return 2
-    overrides = list(args.overrides)
-    overrides += [f"model={args.model}"] if args.model else []
-    overrides += [f"adapter={args.adapter}"] if args.adapter else []
-    overrides += [f"language={args.language}"] if args.language else []
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run(args, load_config(TTSConfig, "tts", args.config, overrides))
+        args, cfg = parse_command(parser, argv, TTSConfig, "tts")
+        if args.voice is not None and not args.voice.is_file():  # before the model takes seconds to load
+            raise FileNotFoundError(f"audio file not found: {args.voice}")
+        return run(args, cfg)
     except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as e:  # user errors: the message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -77,11 +77,9 @@ def run(args: argparse.Namespace, cfg: TTSConfig) -> int:
     what = cfg.model + (f" with the adapter {cfg.adapter}" if cfg.adapter else "")
     print(f"loaded {what} in {time.perf_counter() - start:.1f}s on {cfg.device}", file=sys.stderr)
 
-    sampling = {k: v for k, v in asdict(cfg).items()
-                if k in ("cfg_weight", "temperature", "repetition_penalty", "min_p", "top_p", "max_new_tokens")}
     start = time.perf_counter()
     wav = model.generate(args.text, cfg.language, args.voice, cfg.exaggeration, cfg.seed, cfg.watermark,
-                         progress=True, **sampling)
+                         progress=True, **cfg.sampling())
     elapsed = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(args.out), wav[0].numpy(), model.sr)

@@ -1,6 +1,6 @@
 """Voice conversion: S3Gen re-synthesises the speech tokens of a source utterance in a target voice.
 
-python -m inference.vc --source a.wav --target b.wav --out c.wav [--model tiny|DIR|owner/repo]
+python -m inference.vc --source a.wav --target b.wav --out c.wav [--model tiny|DIR|owner/repo] [--key value | key=value ...]
 """
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from .checkpoints import CheckpointError
 from .conditionals import Conditionals
 from .families import ENGLISH
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
+from .settings import command_parser, parse_command
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +84,37 @@ class ChatterboxVC:
         return wav[None]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m inference.vc", description=__doc__.splitlines()[0])
+@dataclass
+class VCConfig:
+    """`[vc]` of config.toml."""
+
+    model: str = "tiny"  # 'tiny' | folder in the official layout | HF repo id
+    device: str = "cpu"
+    seed: int | None = 0
+    watermark: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = command_parser("python -m inference.vc", VCConfig, "vc", __doc__.splitlines()[0])
     p.add_argument("--source", required=True, type=Path, help="utterance whose words are kept")
     p.add_argument("--target", type=Path, help="recording of the voice to speak them (default: conds.pt)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model", default="ResembleAI/chatterbox", help="'tiny', a folder, or a repo id")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-watermark", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--no-watermark", action="store_true", help="the same as --watermark false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for path in (args.source, args.target):
-        if path is not None and not path.is_file():  # before the model takes seconds to load
-            print(f"error: audio file not found: {path}", file=sys.stderr)
-            return 2
     try:
+        args, cfg = parse_command(parser, argv, VCConfig, "vc")
+        for path in (args.source, args.target):
+            if path is not None and not path.is_file():  # before the model takes seconds to load
+                raise FileNotFoundError(f"audio file not found: {path}")
         start = time.perf_counter()
-        vc = ChatterboxVC.load(args.model, args.device)
-        wav = vc.generate(args.source, args.target, seed=args.seed, watermark=not args.no_watermark)
-    except (AudioError, CheckpointError, FileNotFoundError, RuntimeError) as e:
+        vc = ChatterboxVC.load(cfg.model, cfg.device)
+        wav = vc.generate(args.source, args.target, seed=cfg.seed, watermark=cfg.watermark and not args.no_watermark)
+    except (AudioError, CheckpointError, FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 2 -m training.lora --model ...          # two GPUs (--device cpu: two CPU processes)
 
 Every key of config.toml's [training] section (and its sub-tables lora, data, transcribe, ingest) is a flag:
-`--batch-size 8`, `--lora.alpha 64`, `--data.val-fraction 0.1`; `--help` explains each.
+`--batch-size 8`, `--lora.alpha 64`, `--data.val-fraction 0.1` (or `batch_size=8`); `--help` explains each.
 
 Features: mixed precision (bf16 or fp16 autocast, fp16 with a gradient scaler; the same code on CPU and GPU),
 several processes (DDP through accelerate: each process takes every n-th micro-batch, gradients are token-weighted
@@ -57,7 +57,7 @@ from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
-from inference.settings import add_config_flags, config_from_dict, flag_overrides, load_config
+from inference.settings import command_overrides, command_parser, config_from_dict, load_config
 
 from .adapter import LoraSettings, add_lora, model_card, write_model_card
 from .dataset import DatasetConfig, T3Collator, build_dataset
@@ -181,7 +181,7 @@ def _same_on_every_process(value):
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path, Path | None]:
     """(effective config, run folder, checkpoint to resume or None). A resumed run keeps the config saved in
     its checkpoint; flags given now override it, except the adapter's shape."""
-    overrides = flag_overrides(args)
+    overrides = command_overrides(args)
     cfg = load_config(TrainConfig, "training", args.config, overrides)
     process_state(cfg)
     run_dir = find_run(Path(cfg.output_dir), cfg.run, args.resume)
@@ -783,14 +783,12 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
 # --------------------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.lora", description=__doc__.split("\n\n")[0],
-                                epilog="Flags override config.toml's [training] section (--config picks another "
-                                       "file); the defaults shown are that file's values.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
+    p = command_parser("python -m training.lora", TrainConfig, "training", __doc__.split("\n\n")[0],
+                       epilog="Flags and key=value words override config.toml's [training] section (--config picks "
+                              "another file); the defaults shown are that file's values.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resume", action="store_true",
                    help="continue --run (default: the newest run in output_dir) from its last checkpoint")
-    add_config_flags(p, TrainConfig, "training")
     return p
 
 

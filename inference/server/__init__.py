@@ -1,6 +1,6 @@
 """Speech server for many clients: OpenAI's speech API, named voices, text streamed in over a WebSocket.
 
-    python -m inference.server --model tiny --host 127.0.0.1 --port 8000 [--voices DIR] [--max-batch 8]
+    python -m inference.server --model tiny --host 127.0.0.1 --port 8000 [--voices DIR] [--max-batch 8] [key=value ...]
 
 Endpoints (errors are OpenAI's {"error": {"message", "type", "param", "code"}}):
   GET  /health                 {"status": "ok", ...} with the batch and queue state
@@ -22,9 +22,9 @@ included, wants `Authorization: Bearer <key>`; web pages of other origins are re
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import sys
 
 from .config import SAMPLE_RATE, OpenAIVoices, ServerConfig
 
@@ -34,14 +34,15 @@ log = logging.getLogger("inference.server")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..settings import add_config_flags, flag_overrides, load_config
+    from ..settings import command_parser, parse_command
 
-    p = argparse.ArgumentParser(prog="python -m inference.server", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="config file (default: ./config.toml, else the project's)")
-    add_config_flags(p, ServerConfig, "server")
-    args = p.parse_args(argv)
+    parser = command_parser("python -m inference.server", ServerConfig, "server", __doc__.splitlines()[0])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(ServerConfig, "server", args.config, flag_overrides(args))
+    try:
+        _, cfg = parse_command(parser, argv, ServerConfig, "server")
+    except (ValueError, FileNotFoundError) as e:  # before the model takes seconds to load
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     api_key = cfg.api_key or os.environ.get("CHATTERBOX_API_KEY", "")
 
     import uvicorn

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..models.limits import check_limits, prompt_tokens_setting
+
 SAMPLE_RATE = 24000
 
 
@@ -44,6 +46,7 @@ class ServerConfig:
     max_chars: int = 5000  # longer input gets 413
     max_batch: int = 8  # requests decoded together by T3 (1: one after another)
     max_queue: int = 16  # requests waiting for a batch slot beyond this get 503 (0: no waiting line)
+    # how every request streams, unless it asks otherwise (allowed values: inference/models/limits.py)
     max_new_tokens: int = 1000  # per sentence
     chunk_size: int = 25
     strategy: str = "incremental"
@@ -58,3 +61,9 @@ class ServerConfig:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
+        check_limits(self.stream_settings())
+
+    def stream_settings(self) -> dict:
+        """The streaming settings every request starts from, as `utterance` takes them."""
+        return {"chunk_size": self.chunk_size, "strategy": self.strategy, "max_new_tokens": self.max_new_tokens,
+                "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}

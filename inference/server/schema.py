@@ -1,6 +1,6 @@
-"""What a request may ask for, with its bounds, in one place: the HTTP speech endpoint and the WebSocket's `start`
-message are both checked against `SynthesisOptions`, before any audio is sent, so a bad value is a 4xx with the
-field named instead of a cut stream.
+"""What a request may ask for: the HTTP speech endpoint and the WebSocket's `start` message are both checked
+against `SynthesisOptions`, before any audio is sent, so a bad value is a 4xx with the field named instead of a cut
+stream. The bounds of the sampling and streaming options are the request rows of `inference/models/limits.py`.
 """
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..models.limits import LIMITS
 from .audio_formats import FORMATS
 
 VOICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # no dots or slashes: a voice name is also a file name
 MAX_SEED = 2**63 - 1 - 10_000  # pieces of a long text take seed, seed + 1, ...: keep them in torch's range
 
 ResponseFormat = Literal[FORMATS]
+
+
+def _limited(name: str):
+    """An optional request field with the bounds LIMITS gives requests; None: the server's default."""
+    return Field(default=None, **LIMITS[name].pydantic())
 
 
 class SynthesisOptions(BaseModel):
@@ -25,13 +31,13 @@ class SynthesisOptions(BaseModel):
     voice: str = Field(default="default", pattern=VOICE_NAME)
     language_id: str | None = Field(default=None, min_length=2, max_length=8)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    temperature: float | None = Field(default=None, ge=0.05, le=5.0)
-    cfg_weight: float | None = Field(default=None, ge=0.0, le=10.0)
-    exaggeration: float | None = Field(default=None, ge=0.0, le=3.0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    repetition_penalty: float | None = Field(default=None, ge=1.0, le=10.0)
-    chunk_size: int | None = Field(default=None, ge=4, le=200)
+    temperature: float | None = _limited("temperature")
+    cfg_weight: float | None = _limited("cfg_weight")
+    exaggeration: float | None = _limited("exaggeration")
+    min_p: float | None = _limited("min_p")
+    top_p: float | None = _limited("top_p")
+    repetition_penalty: float | None = _limited("repetition_penalty")
+    chunk_size: int | None = _limited("chunk_size")
     speed: float = Field(default=1.0, ge=0.25, le=4.0)  # time-stretched, pitch kept
 
     def synthesis_kwargs(self) -> dict:

@@ -33,19 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..models.limits import FADES, STRATEGIES, check_limits
 from ..models.rates import TOKEN_SAMPLES
 from ..models.s3gen.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO
 from ..models.s3gen.hifigan import draw_source_randomness, harmonic_excitation
 from ..models.s3gen.s3gen import FADE_SAMPLES, S3GEN_SR, RefDict, S3Gen, trim_fade
 
-STRATEGIES = ("incremental", "window")
-FADES = ("linear", "hann", "equal_power")
 FRAME_SAMPLES = TOKEN_SAMPLES // TOKEN_MEL_RATIO  # 480: one 50 Hz mel frame at 24 kHz
 
 
 @dataclass
 class StreamConfig:
-    """How tokens become chunks of audio. Sizes in speech tokens (25 per second) unless named otherwise."""
+    """How tokens become chunks of audio. Sizes in speech tokens (25 per second) unless named otherwise; the
+    allowed values of most fields are in `inference/models/limits.py`."""
 
     strategy: str = "incremental"
     chunk_size: int = 25  # tokens in the first chunk: 1 s of audio
@@ -65,12 +65,7 @@ class StreamConfig:
     prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.fade not in FADES:
-            raise ValueError(f"fade must be one of {', '.join(FADES)}, got {self.fade!r}")
-        if self.chunk_size < 1 or self.context_window < 0 or self.left_context < 0 or self.hold_tokens < 0:
-            raise ValueError("chunk_size must be >= 1 and the context sizes >= 0")
+        check_limits(vars(self))  # strategy, fade, the sizes in tokens, prompt_tokens
         if self.hold_frames < IncrementalStreamer.F0_EDGE or self.vocoder_context < 1:
             raise ValueError(f"hold_frames must be >= {IncrementalStreamer.F0_EDGE} and vocoder_context >= 1")
         if not 0 <= self.fade_duration <= min(self.vocoder_context, self.hold_frames) * FRAME_SAMPLES // 2:
@@ -78,8 +73,6 @@ class StreamConfig:
                              f"samples (half the vocoder context and hold), got {self.fade_duration}")
         if self.max_chunk_size is not None and self.max_chunk_size < self.chunk_size:
             raise ValueError(f"max_chunk_size ({self.max_chunk_size}) must be at least chunk_size ({self.chunk_size})")
-        if self.prompt_tokens is not None and self.prompt_tokens < 1:
-            raise ValueError(f"prompt_tokens must be >= 1 or None (the whole reference), got {self.prompt_tokens}")
         if self.strategy == "window" and self.fade_duration > self.context_window * TOKEN_SAMPLES:
             raise ValueError("window: fade_duration must not exceed the context window")
 

@@ -302,7 +302,7 @@ def test_shipped_config_documents_every_key_and_each_is_a_flag():
     parser = recipe.build_parser()
     args = parser.parse_args(["--tuned-model-path", "latest", "--stream.chunk-size", "10", "--max-sentences", "0",
                               "--reference-audio", "a.wav,b.wav"])
-    cfg = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml", recipe.flag_overrides(args))
+    cfg = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml", recipe.command_overrides(args))
     assert (cfg.tuned_model_path, cfg.stream.chunk_size, cfg.max_sentences, cfg.reference_audio) == \
         ("latest", 10, 0, ("a.wav", "b.wav"))
     assert cfg.asr == shipped.asr and cfg.similarity == shipped.similarity

@@ -1,5 +1,5 @@
 """The user-facing TTS API and CLI on the tiny presets: text errors, seeding, token output,
-exaggeration, the `python -m inference.tts` command and config.toml handling."""
+exaggeration and the `python -m inference.tts` command (its settings: test_settings.py)."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,7 @@ import torch
 
 from inference.chatterbox import ChatterboxTTS
 from inference.models.tokenizers import SUPPORTED_LANGUAGES, TextError, normalize_text
-from inference.settings import PROJECT_ROOT, load_config
-from inference.tts import TTSConfig
+from inference.settings import PROJECT_ROOT
 
 SPEECH_VOCAB_END = 6561  # ids >= this are start/stop/specials, never returned
 SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second of 24 kHz audio
@@ -175,63 +174,6 @@ def test_cli_multilingual(tmp_path):
     wav = _check_wav(out, 20)
     assert "no watermark" in result.stdout
     assert detect_watermark(wav, 24000) < 0.1
-
-
-def test_cli_unknown_key(tmp_path):
-    out = tmp_path / "t.wav"
-    result = _cli("--text", "Hello.", "--out", str(out), "bogus=1")
-    assert result.returncode != 0
-    assert "bogus" in result.stderr
-    assert not out.exists()
-
-
-def test_cli_invalid_value(tmp_path):
-    out = tmp_path / "t.wav"
-    result = _cli("--text", "Hello.", "--out", str(out), "temperature=abc")
-    assert result.returncode != 0
-    assert "temperature" in result.stderr
-    assert not out.exists()
-
-
-# --- settings -------------------------------------------------------------------------------------------
-
-def test_load_config_overrides():
-    cfg = load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml", ["seed=none", "cfg_weight=0"])
-    assert cfg.seed is None
-    assert cfg.cfg_weight == 0.0 and isinstance(cfg.cfg_weight, float)
-
-
-def test_load_config_reads_the_file(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text('[tts]\nmodel = "tiny-multilingual"\nlanguage = "de"\nmax_new_tokens = 12\n')
-    cfg = load_config(TTSConfig, "tts", path, ["temperature=0.7", "multilingual=yes"])
-    assert (cfg.model, cfg.language, cfg.max_new_tokens) == ("tiny-multilingual", "de", 12)
-    assert cfg.temperature == 0.7 and cfg.multilingual is True
-    assert cfg.cfg_weight == TTSConfig.cfg_weight  # untouched keys keep their defaults
-
-
-def test_project_config_keys_are_known():
-    cfg = load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml")
-    assert cfg.model == "tiny"
-
-
-def test_config_unknown_key(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text("[tts]\ntemperature = 0.7\nbogus = 1\n")
-    with pytest.raises(ValueError, match="bogus"):
-        load_config(TTSConfig, "tts", path)
-
-
-@pytest.mark.parametrize("override", ["bogus=1", "temperature", "temperature=abc", "multilingual=maybe",
-                                      "max_new_tokens=1.5"])
-def test_bad_overrides(override):
-    with pytest.raises(ValueError):
-        load_config(TTSConfig, "tts", PROJECT_ROOT / "config.toml", [override])
-
-
-def test_missing_config_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        load_config(TTSConfig, "tts", tmp_path / "nope.toml")
 
 
 def test_english_model_has_no_multilingual_preset():

@@ -415,10 +415,10 @@ def test_every_config_key_is_a_flag():
             value = getattr(value, part)
         raw = ",".join(value) if isinstance(value, tuple) else ("" if value is None else str(value))
         args = parser.parse_args([f"--{key.replace('_', '-')}", raw])
-        assert lora.flag_overrides(args) == [f"{key}={raw}"]
+        assert lora.command_overrides(args) == [f"{key}={raw}"]
     args = parser.parse_args(["--epochs", "1", "--lora.rank", "8", "--lora.targets", "q_proj,v_proj",
                               "--data.val-fraction", "0.1", "--gradient-checkpointing"])
-    cfg = load_config(TrainConfig, "training", PROJECT_ROOT / "config.toml", lora.flag_overrides(args))
+    cfg = load_config(TrainConfig, "training", PROJECT_ROOT / "config.toml", lora.command_overrides(args))
     assert (cfg.epochs, cfg.lora.rank, cfg.lora.targets, cfg.data.val_fraction, cfg.gradient_checkpointing) == \
         (1, 8, ("q_proj", "v_proj"), 0.1, True)
     with pytest.raises(SystemExit):

@@ -5,17 +5,20 @@ cfg combine -> [alignment analyzer] -> repetition penalty (history includes the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
 from torch import Tensor
 from transformers.generation.logits_process import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
 
+from ..limits import check_limits
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Defaults are those the English `generate` uses (multilingual: repetition_penalty=2.0)."""
+    """Defaults are those the English `generate` uses (multilingual: repetition_penalty=2.0); allowed values:
+    `inference/models/limits.py`."""
 
     temperature: float = 0.8
     top_p: float = 1.0
@@ -25,18 +28,10 @@ class SamplingConfig:
     max_new_tokens: int = 1000
 
     def __post_init__(self):
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.cfg_weight < 0:
-            raise ValueError(f"cfg_weight must be >= 0, got {self.cfg_weight}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_limits(vars(self))
+
+
+SAMPLING_FIELDS = tuple(f.name for f in fields(SamplingConfig))  # what `generate` and friends take as **sampling
 
 
 class LogitsPipeline:
