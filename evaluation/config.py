@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from inference.asr import BUNDLED_BASE, TranscribeConfig
 from inference.models.limits import check_limits, prompt_tokens_setting
-from training.transcribe import BUNDLED_BASE, TranscribeConfig
 
 from .similarity import SimilarityConfig
 
@@ -46,6 +46,7 @@ class EvalConfig:
     seed: int = 0  # sample k of sentence i uses seed + 1000 * i + k, the same for both models
     device: str = "cpu"  # cpu | cuda
     output_dir: str = ""  # the run folder (report.md lands here); empty: evaluation_runs/eval-<date>-<time>
+    runs_dir: str = "evaluation_runs"  # where runs without an output_dir go (relative: to the working folder)
     stream: StreamSettings = field(default_factory=StreamSettings)
     asr: TranscribeConfig = field(default_factory=lambda: TranscribeConfig(model=BUNDLED_BASE))
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)

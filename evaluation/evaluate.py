@@ -37,8 +37,9 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -46,13 +47,13 @@ import torch
 from tqdm import tqdm
 
 from inference.audio import load_audio
-from inference.adapters import adapter_base, is_adapter, on_synthetic_base, read_base_identity
+from inference.adapters import HELDOUT_FILE, adapter_base, is_adapter, on_synthetic_base, read_base_identity
+from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.families import ENGLISH
 from inference.models.t3 import T3Config
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
-from training.transcribe import resolve_model
 
 from .config import EvalConfig, StreamSettings
 from .latency import SAMPLE_RATE, stream_sample
@@ -62,22 +63,37 @@ from .results import SampleResult, append_result, read_results
 from .sentences import Sentence, load_sentences
 from .similarity import SelfSimilarity, SpeakerSimilarity, cosine
 from .stats import ALPHA, min_sentences, sentences_needed
-from .wer import Asr, base_language, check_asr_language, score
 
 log = logging.getLogger("evaluation")
 
 PRESETS = ("tiny", "tiny-multilingual")
 ENGLISH_T3_FILE = ENGLISH.files.t3
-RUNS_DIR = Path("evaluation_runs")  # where runs without an --output-dir go
+RUNS_DIR = Path(EvalConfig.runs_dir)  # runs_dir's default, where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
-HELDOUT_FILE = "heldout_clips.json"  # written by training.lora into the merged folder
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+WHERE_KEYS = ("output_dir", "runs_dir")  # where a run's folder is, not what the run is: free to differ on resume
 MIN_REFERENCE_SECONDS = 2.0
 
 
 class EvaluationError(RuntimeError):
     """The evaluation cannot start; the message says what to fix."""
+
+
+@dataclass
+class Preloaded:
+    """Models `evaluate` takes instead of loading its own, as `training.lora.train(model=...)` takes a loaded
+    model: a notebook or a test session evaluating many times loads each once. What is missing is loaded.
+
+    `tts` maps a resolved model path ('tiny', a folder) to the model `load_model` would give for it; `evaluate`
+    prepares its voice (`prepare_conditionals`) for the reference clip. `asr` and `similarity` must have been built
+    with the run's settings (`Asr(cfg.asr, language)`, `SpeakerSimilarity(cfg.similarity)`), or the run is refused.
+    """
+
+    tts: dict[str, Any] = field(default_factory=dict)
+    asr: Asr | None = None
+    similarity: SpeakerSimilarity | None = None
+    quality: DnsMos | None = None
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -159,19 +175,21 @@ def config_for_resume(cfg: EvalConfig, models: dict[str, str]) -> dict:
     """What identifies a run: the configuration (wherever the folder is) and the models it resolved to ('latest'
     may point elsewhere by now)."""
     d = asdict(cfg)
-    d.pop("output_dir")
+    for where in WHERE_KEYS:
+        d.pop(where)
     return json.loads(json.dumps({**d, "resolved_models": models}))
 
 
 def find_run_dir(cfg: EvalConfig, resume: bool) -> Path:
-    """`output_dir` when given; else a new dated folder under RUNS_DIR, or with `resume` the newest one there."""
+    """`output_dir` when given; else a new dated folder under `runs_dir`, or with `resume` the newest one there."""
     if cfg.output_dir:
         return Path(cfg.output_dir)
+    runs_dir = Path(cfg.runs_dir)
     if not resume:
-        return RUNS_DIR / time.strftime("eval-%Y%m%d-%H%M%S")
-    runs = [d for d in RUNS_DIR.iterdir() if (d / "run_info.json").is_file()] if RUNS_DIR.is_dir() else []
+        return runs_dir / time.strftime("eval-%Y%m%d-%H%M%S")
+    runs = [d for d in runs_dir.iterdir() if (d / "run_info.json").is_file()] if runs_dir.is_dir() else []
     if not runs:
-        raise EvaluationError(f"--resume: no evaluation run in {RUNS_DIR}/; name it with --output-dir")
+        raise EvaluationError(f"--resume: no evaluation run in {runs_dir}/; name it with --output-dir")
     return max(runs, key=lambda d: (d / "run_info.json").stat().st_mtime)
 
 
@@ -185,7 +203,7 @@ def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) 
         raise EvaluationError(f"{run_dir} holds a run whose saved configuration cannot be read ({e}); give another "
                               "--output-dir to start a new run") from None
     now, then = flatten(json.loads(json.dumps(asdict(cfg)))), flatten(json.loads(json.dumps(asdict(saved_cfg))))
-    differ = sorted(k for k in given if k != "output_dir" and k in now and now[k] != then.get(k))
+    differ = sorted(k for k in given if k not in WHERE_KEYS and k in now and now[k] != then.get(k))
     if differ:
         listed = "; ".join(f"{k}: run has {then.get(k)!r}, given {now[k]!r}" for k in differ)
         raise EvaluationError(f"{run_dir} holds a run started with other settings ({listed}). To continue it, leave "
@@ -215,9 +233,12 @@ def _load() -> float | None:
 
 # ------------------------------------------------------------------------------------------ recipe
 
-def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = None) -> tuple[Path, list[SampleResult]]:
+def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = None,
+             preloaded: Preloaded | None = None) -> tuple[Path, list[SampleResult]]:
     """The whole recipe (see the module docstring); returns the run folder and its result rows. `given`: the
-    configuration keys the user set explicitly (for a resumed run, see `resume_config`); None: all of them."""
+    configuration keys the user set explicitly (for a resumed run, see `resume_config`); None: all of them.
+    `preloaded`: models to use instead of loading them (see `Preloaded`)."""
+    preloaded = preloaded or Preloaded()
     # --- 1. everything that can be wrong is found before any sample is generated
     run_dir = find_run_dir(cfg, resume)
     saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
@@ -252,18 +273,16 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     asr_cfg = dataclasses.replace(cfg.asr, language=language)
     try:
         resolve_model(asr_cfg)
-        check_asr_language(asr_cfg)
+        check_language(asr_cfg, setting="--asr.model / [evaluation.asr] model")
     except (FileNotFoundError, ValueError, ImportError) as e:
-        raise EvaluationError(f"ASR model: {e}".replace("TranscribeConfig.model / [training.transcribe] model",
-                                                         "--asr.model / [evaluation.asr] model")) from None
+        raise EvaluationError(f"ASR model: {e}") from None
     done = {row.key for row in read_results(run_dir) if row.ok}
     todo = [(i, s, k, name) for i, s in enumerate(sentences) for k in range(cfg.samples_per_sentence)
             for name in (list(models) if i % 2 == 0 else list(models)[::-1]) if (name, s.id, k) not in done]
-    loaded = {name: load_checked(name, path, cfg) for name, path in models.items()} if todo else {}
+    loaded = {name: preloaded.tts.get(path) or load_checked(name, path, cfg)
+              for name, path in models.items()} if todo else {}
     run_dir.mkdir(parents=True, exist_ok=True)
-    asr = Asr(asr_cfg)
-    verifier = SpeakerSimilarity(cfg.similarity)
-    quality = DnsMos()
+    asr, verifier, quality = load_scorers(asr_cfg, cfg, preloaded)
     reference_embedding = mean_embedding([verifier.reference_embedding(p) for p in references])
     speaker = speaker_recordings(cfg, references, reference_origin)
 
@@ -368,6 +387,18 @@ def asr_floor(asr, recordings: list[Path], language: str) -> dict | None:
         except Exception as e:  # noqa: BLE001 - a clip that cannot be scored is left out of the floor
             log.info("ASR floor: %s skipped (%s)", path, e)
     return {"wer": float(np.mean(scored)), "n": len(scored)} if scored else None
+
+
+def load_scorers(asr_cfg: TranscribeConfig, cfg: EvalConfig,
+                 preloaded: Preloaded) -> tuple[Asr, SpeakerSimilarity, DnsMos]:
+    """Whisper for `asr_cfg` (the run's ASR settings and language), the speaker-verification model and DNSMOS:
+    the preloaded ones where given (refused when built with other settings), else loaded now."""
+    for model, wanted, what in ((preloaded.asr, asr_cfg, "asr"), (preloaded.similarity, cfg.similarity, "similarity")):
+        if model is not None and model.config != wanted:
+            raise ValueError(f"the preloaded {what} model was built for {asdict(model.config)}, not the run's "
+                             f"{asdict(wanted)}")
+    return (preloaded.asr or Asr(asr_cfg), preloaded.similarity or SpeakerSimilarity(cfg.similarity),
+            preloaded.quality or DnsMos())
 
 
 def stream_settings(stream: StreamSettings, synthetic: bool) -> StreamSettings:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.client import count_underruns
+from inference.stream_quality import count_underruns
 
 from .config import StreamSettings
 

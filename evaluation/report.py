@@ -39,6 +39,7 @@ import numpy as np
 
 from evaluation import stats
 from evaluation.results import RESULTS_FILE, SampleResult, read_results
+from inference.asr import word_error_rate
 from inference.settings import flatten
 
 REPORT_MD = "report.md"
@@ -384,11 +385,9 @@ def word_diff(reference: str | None, hypothesis: str | None) -> Words:
 def corpus_wer(rows: Sequence[SampleResult], model: str) -> float:
     """All words of all successful samples scored together (errors / reference words), beside the mean of
     per-sentence WER, which weighs a 4-word sentence as much as a 20-word one."""
-    import jiwer
-
     pairs = [(r.reference_norm, r.hypothesis_norm or "") for r in rows
              if r.model == model and r.ok and r.reference_norm]
-    return float(jiwer.wer([p[0] for p in pairs], [p[1] for p in pairs])) if pairs else math.nan
+    return word_error_rate([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else math.nan
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from training.transcribe import hub_offline
+from inference.asr import hub_offline
 
 SAMPLE_RATE = 16_000  # every encoder here works at 16 kHz
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this the waveform is treated as silent

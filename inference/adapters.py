@@ -29,6 +29,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_FILE = "chatterbox_base.json"
 RUN_CONFIG = "training_config.json"
+HELDOUT_FILE = "heldout_clips.json"  # in adapter and merged exports: clips held out of training (a voice to test)
 
 
 class AdapterMismatch(ValueError):

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from .models.rates import S3GEN_SR as SAMPLE_RATE  # a module that imports nothing (no torch here)
+from .stream_quality import count_underruns
 
 WAV_HEADER_BYTES = 44
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -114,46 +115,6 @@ class StreamInterrupted(ClientError):
     def __init__(self, reason: str, result: StreamResult):
         self.reason, self.result = reason, result
         super().__init__(f"stream cut after {result.audio_seconds:.3f} s of audio: {reason}")
-
-
-# ------------------------------------------------------------------------------------------------- underruns
-
-
-def count_underruns(arrivals: list[tuple[float, int]], sample_rate: int = SAMPLE_RATE,
-                    prebuffer_s: float = 0.0) -> tuple[int, float]:
-    """(underruns, total stall seconds) of a real-time player fed by `arrivals` = [(arrival time s, samples)].
-
-    The player starts once `prebuffer_s` seconds of audio have arrived (with the default 0: at the first arrival
-    that carries samples; if the whole stream holds less than the prebuffer, at the last arrival) and then
-    consumes `sample_rate` samples per second. Whenever it has played everything received so far and more is
-    still to come, it stalls until the next arrival: one underrun, lasting (that arrival - the moment the buffer
-    ran dry). It resumes as soon as data is there (no re-buffering). Running out after the last arrival is the
-    end of the stream, not an underrun. Arrivals are taken in time order; entries with 0 samples are ignored.
-    """
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    events = sorted((float(t), int(n)) for t, n in arrivals if n > 0)
-    if not events:
-        return 0, 0.0
-    need = max(0.0, prebuffer_s) * sample_rate
-    received, start_index = 0, len(events) - 1
-    for i, (_, n) in enumerate(events):
-        received += n
-        if received >= need:
-            start_index = i
-            break
-    clock = events[start_index][0]  # when playback (re)started
-    buffered = sum(n for _, n in events[:start_index + 1])  # samples playable from `clock` on without a stall
-    underruns, stalled = 0, 0.0
-    for t, n in events[start_index + 1:]:
-        dry_at = clock + buffered / sample_rate
-        if t > dry_at + 1e-9:
-            underruns += 1
-            stalled += t - dry_at
-            clock, buffered = t, n
-        else:
-            buffered += n
-    return underruns, stalled
 
 
 # -------------------------------------------------------------------------------------------- stream parsing

@@ -1,6 +1,7 @@
-"""How far streamed audio is from the one-shot decode of the same tokens, and how audible its joins are.
+"""How far streamed audio is from the one-shot decode of the same tokens, how audible its joins are, and how
+often a real-time player fed by the stream would run dry.
 
-Used by the streaming tests and `bench/streaming.py`; plain numpy so they run anywhere.
+Used by the streaming tests, `bench/streaming.py`, the client and evaluation; plain numpy so they run anywhere.
 """
 from __future__ import annotations
 
@@ -42,3 +43,40 @@ def join_jumps(wav: np.ndarray, joins: list[int]) -> np.ndarray:
 def joins_of(chunks: list[np.ndarray]) -> list[int]:
     """Sample positions where consecutive chunks meet."""
     return list(np.cumsum([len(c) for c in chunks])[:-1].astype(int))
+
+
+def count_underruns(arrivals: list[tuple[float, int]], sample_rate: int = 24000,
+                    prebuffer_s: float = 0.0) -> tuple[int, float]:
+    """(underruns, total stall seconds) of a real-time player fed by `arrivals` = [(arrival time s, samples)].
+
+    The player starts once `prebuffer_s` seconds of audio have arrived (with the default 0: at the first arrival
+    that carries samples; if the whole stream holds less than the prebuffer, at the last arrival) and then
+    consumes `sample_rate` samples per second. Whenever it has played everything received so far and more is
+    still to come, it stalls until the next arrival: one underrun, lasting (that arrival - the moment the buffer
+    ran dry). It resumes as soon as data is there (no re-buffering). Running out after the last arrival is the
+    end of the stream, not an underrun. Arrivals are taken in time order; entries with 0 samples are ignored.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    events = sorted((float(t), int(n)) for t, n in arrivals if n > 0)
+    if not events:
+        return 0, 0.0
+    need = max(0.0, prebuffer_s) * sample_rate
+    received, start_index = 0, len(events) - 1
+    for i, (_, n) in enumerate(events):
+        received += n
+        if received >= need:
+            start_index = i
+            break
+    clock = events[start_index][0]  # when playback (re)started
+    buffered = sum(n for _, n in events[:start_index + 1])  # samples playable from `clock` on without a stall
+    underruns, stalled = 0, 0.0
+    for t, n in events[start_index + 1:]:
+        dry_at = clock + buffered / sample_rate
+        if t > dry_at + 1e-9:
+            underruns += 1
+            stalled += t - dry_at
+            clock, buffered = t, n
+        else:
+            buffered += n
+    return underruns, stalled

@@ -51,8 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.adapters import (AdapterMismatch, base_identity, check_settings, load_adapter, merge_verified,
-                                write_base_identity)
+from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, load_adapter,
+                                merge_verified, write_base_identity)
 from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Cond
@@ -69,7 +69,6 @@ log = logging.getLogger("training.lora")
 
 CONFIG_FILE = "training_config.json"
 STATE_FILE = "training_state.pt"
-HELDOUT_FILE = "heldout_clips.json"  # in the exports: validation clips, never trained on
 SCHEDULES = ("cosine", "linear", "constant")
 EXPORTS = ("adapter", "merged", "both")
 # Below this much usable speech a warning says the voice will not generalise. Community LoRA recipes for

@@ -3,11 +3,16 @@ voice): configuration errors before any work, the run folder's contents, resume,
 
 The tuned model here is the tiny preset again: same weights and same seeds must give the same audio, so every
 paired delta is exactly zero, which a harness that mixed up samples or seeds would not show.
+
+Every run here uses the session's models (`evaluate(preloaded=...)`): the tiny preset, Whisper base, GE2E and
+DNSMOS are loaded once, not once per run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,20 @@ from evaluation.results import RESULTS_FILE, read_results
 from inference.settings import load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_CLIP = PROJECT_ROOT / "audio_data" / "espeak_sample" / "sample_001.flac"
+SAMPLE = PROJECT_ROOT / "audio_data" / "espeak_sample"
+SAMPLE_CLIP = SAMPLE / "sample_001.flac"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def preloaded(english, whisper_base, similarity, dnsmos):
+    """`main` runs `evaluate` with the session's models; the tiny preset gets its own voice back afterwards, for
+    the other modules that share it."""
+    conds = english.conds
+    models = recipe.Preloaded(tts={"tiny": english}, asr=whisper_base, similarity=similarity, quality=dnsmos)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(recipe, "evaluate", functools.partial(recipe.evaluate, preloaded=models))
+        yield models
+    english.conds = conds
 
 
 def write_config(path: Path, **evaluation) -> Path:
@@ -306,3 +324,45 @@ def test_shipped_config_documents_every_key_and_each_is_a_flag():
     assert (cfg.tuned_model_path, cfg.stream.chunk_size, cfg.max_sentences, cfg.reference_audio) == \
         ("latest", 10, 0, ("a.wav", "b.wav"))
     assert cfg.asr == shipped.asr and cfg.similarity == shipped.similarity
+
+
+def test_runs_without_an_output_dir_go_to_runs_dir(tmp_path):
+    assert recipe.find_run_dir(EvalConfig(), resume=False).parent == Path("evaluation_runs")  # the working folder's
+    assert recipe.find_run_dir(EvalConfig(runs_dir=str(tmp_path)), resume=False).parent == tmp_path
+    with pytest.raises(recipe.EvaluationError, match=f"no evaluation run in {tmp_path}/"):
+        recipe.find_run_dir(EvalConfig(runs_dir=str(tmp_path)), resume=True)
+
+
+def test_preloaded_models_must_match_the_run(preloaded):
+    from evaluation.similarity import SimilarityConfig
+    from inference.asr import TranscribeConfig
+
+    cfg = EvalConfig()
+    asr, verifier, quality = recipe.load_scorers(preloaded.asr.config, cfg, preloaded)
+    assert (asr, verifier, quality) == (preloaded.asr, preloaded.similarity, preloaded.quality)  # nothing loaded
+    with pytest.raises(ValueError, match="preloaded asr model was built for"):
+        recipe.load_scorers(TranscribeConfig(language="fr"), cfg, preloaded)
+    with pytest.raises(ValueError, match="preloaded similarity model was built for"):
+        recipe.load_scorers(preloaded.asr.config, EvalConfig(similarity=SimilarityConfig(device="cuda")), preloaded)
+
+
+# Clips of the shipped espeak-ng sample (one en-us voice) and their texts, for the scales of the report.
+CLIPS = ["sample_001.flac", "sample_005.flac", "sample_010.flac"]
+TEXTS = {e["file"]: e["text"] for e in json.loads(
+    (PROJECT_ROOT / "tests" / "fixtures" / "espeak_sample.json").read_text(encoding="utf-8"))["files"]}
+SAME_VOICE_MIN = 0.85  # GE2E on the same voice, different sentences: measured 0.91-0.96
+WER_BOUND = 0.25  # Whisper's WER on these clips: tiny.en 0.156, base 0.117 (measured on four clips)
+
+
+def test_same_speaker_ceiling_and_asr_floor(whisper_base, similarity, tmp_path):
+    """The scales printed beside the models' scores, on the speaker's real recordings."""
+    clips = [SAMPLE / name for name in CLIPS]
+    ceiling = recipe.similarity_ceiling(similarity, clips, [])
+    assert ceiling["n"] == 3 and ceiling["mean"] > SAME_VOICE_MIN  # same voice, different sentences
+    for name in CLIPS[:2]:
+        shutil.copy(SAMPLE / name, tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text(TEXTS[name])
+    shutil.copy(SAMPLE / CLIPS[2], tmp_path / CLIPS[2])  # no transcript: not part of the floor
+    floor = recipe.asr_floor(whisper_base, sorted(tmp_path.glob("*.flac")), "en")
+    assert floor["n"] == 2 and 0 <= floor["wer"] < WER_BOUND
+    assert recipe.asr_floor(whisper_base, [tmp_path / CLIPS[2]], "en") is None

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from inference.asr import TranscribeConfig, normalize, wer
 from training.ingest import Clip, IngestConfig, IngestReport, ingest
-from training.transcribe import TranscribeConfig, normalize_for_wer, transcribe_files, wer
+from training.transcribe import transcribe_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "audio_data" / "espeak_sample"
@@ -83,7 +84,7 @@ def test_whisper_transcribes_the_sample(transcripts):
     refs = [TEXTS[name] for name in FILES]
     hyps = [transcripts[name] for name in FILES]
     score = wer(refs, hyps)
-    words = sum(len(normalize_for_wer(r).split()) for r in refs)
+    words = sum(len(normalize(r, "en").split()) for r in refs)
     print(f"\ntiny.en WER on the espeak sample ({len(FILES)} files, {words} words): {score:.3f}")
     for name in FILES:
         print(f"  {name} {wer(TEXTS[name], transcripts[name]):.3f}  {transcripts[name]!r}")

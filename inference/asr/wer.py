@@ -1,30 +1,23 @@
-"""Intelligibility of generated speech: transcribe it with Whisper and score the transcript against the text the
-model was asked to say (WER, and CER where words are not separated by spaces).
+"""The one normaliser and the one word error rate: how a transcript is compared with the text that was meant.
 
-Both sides go through the same normalisation before scoring, as TTS benchmarks do, so that case, punctuation,
-contractions and spelled-out numbers ("twenty five" vs "25") are not counted as errors. The ASR is the one the
-training data pipeline uses (`training.transcribe`), so the same offline models and backends apply.
+Both sides go through the same normalisation before scoring, as TTS and ASR benchmarks do, so that case,
+punctuation, contractions, British spellings and spelled-out numbers ("twenty five" vs "25") are not counted
+as errors: English through Whisper's own English normaliser and spelling table, other languages through a
+basic normaliser that keeps every letter and mark. A sentence's WER and a corpus WER (all words of all
+sentences together) come from the same `word_error_rate`.
 """
 from __future__ import annotations
 
 import json
 import re
 import unicodedata
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
-
-from inference.models.tokenizers.languages import SUPPORTED_LANGUAGES
-from training.transcribe import SAMPLE_RATE, TranscribeConfig, Transcriber, resolve_model
+from typing import Callable, Sequence
 
 # Scored by characters (spaces removed) as the primary metric: the script does not put spaces between words
 # (zh, ja, th), or words are so long and agglutinated that one wrong syllable costs a whole word (ko).
 CER_LANGUAGES = frozenset({"zh", "ja", "ko", "th", "yue", "my", "lo", "km", "bo"})
-# Languages the multilingual Chatterbox model speaks; all are valid Whisper language codes.
-CHATTERBOX_LANGUAGES = tuple(SUPPORTED_LANGUAGES)
 
 _APOSTROPHES = re.compile(r"[\u2019\u02bc\u2018`\u00b4]")  # typographic variants -> "'"
 _BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]|\(([^)]+?)\)")  # Whisper drops [noise], <tags> and (asides)
@@ -95,6 +88,28 @@ def normalize(text: str, language: str) -> str:
     return _final_pass(_basic_normalize(text))
 
 
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Word error rate of texts already normalised (`normalize`), all pairs scored together: total edits / total
+    reference words. One pair is one sentence's WER; many are a corpus WER, which weighs every word the same
+    (a mean of per-sentence WERs weighs a 4-word sentence as much as a 20-word one). An empty hypothesis counts
+    every reference word as deleted."""
+    import jiwer
+
+    references, hypotheses = list(references), list(hypotheses)
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("no sentences to score")
+    return float(jiwer.wer(references, hypotheses))
+
+
+def wer(references: str | Sequence[str], hypotheses: str | Sequence[str], language: str = "en") -> float:
+    """Corpus WER of raw texts: `normalize` on both sides, then `word_error_rate`."""
+    references = [references] if isinstance(references, str) else references
+    hypotheses = [hypotheses] if isinstance(hypotheses, str) else hypotheses
+    return word_error_rate([normalize(r, language) for r in references], [normalize(h, language) for h in hypotheses])
+
+
 def score(reference: str, hypothesis: str, language: str) -> dict[str, float | str]:
     """WER and CER of one transcript against its reference, after `normalize` on both.
 
@@ -109,80 +124,9 @@ def score(reference: str, hypothesis: str, language: str) -> dict[str, float | s
     hyp = normalize(hypothesis, language)
     if not ref:
         raise ValueError(f"reference text {reference!r} is empty after normalisation; nothing to score against")
-    wer = float(jiwer.wer(ref, hyp)) if hyp else 1.0
     if base_language(language) in CER_LANGUAGES:
         ref_chars, hyp_chars = ref.replace(" ", ""), hyp.replace(" ", "")
     else:
         ref_chars, hyp_chars = ref, hyp
     cer = float(jiwer.cer(ref_chars, hyp_chars)) if hyp_chars else 1.0
-    return {"wer": wer, "cer": cer, "reference_norm": ref, "hypothesis_norm": hyp}
-
-
-def english_only(model: str) -> bool:
-    """Whether a Whisper model (as resolved by `training.transcribe.resolve_model`) only knows English.
-
-    English-only Whisper vocabularies have 51864 tokens, multilingual ones 51865 (51866 for large-v3); the
-    vocabulary is read from the model folder when it has one, else the name decides ("tiny.en", "base.en.pt").
-    """
-    path = Path(model)
-    if path.is_dir():
-        vocab = path / "vocabulary.txt"  # CTranslate2
-        if vocab.is_file():
-            with open(vocab, encoding="utf-8") as f:
-                return sum(1 for _ in f) < 51865
-        config = path / "config.json"  # transformers
-        if config.is_file():
-            import json
-
-            size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
-            if isinstance(size, int):
-                return size < 51865
-    return re.search(r"\.en(\b|$)", path.name) is not None
-
-
-def check_asr_language(config: TranscribeConfig) -> None:
-    """Fail before any model loads when `config.language` is missing or the model cannot transcribe it.
-
-    Evaluation always names the language (no detection: a wrong guess would be scored as the TTS model's
-    fault), and an English-only Whisper (the bundled tiny.en) cannot score any other language.
-    """
-    if not config.language:
-        raise ValueError("TranscribeConfig.language is not set; evaluation needs the language of the sentences")
-    language = base_language(config.language)
-    model = resolve_model(config)
-    if language != "en" and english_only(model):
-        raise ValueError(
-            f"Whisper model {config.model!r} is English-only and cannot transcribe language {language!r}; give a "
-            "multilingual Whisper model path instead (TranscribeConfig.model / [training.transcribe] model, e.g. "
-            "a CTranslate2 folder of whisper-base or larger for the faster-whisper backend)")
-
-
-class Asr:
-    """Whisper for generated audio: `transcribe(wav, sample_rate)` takes samples at any rate.
-
-    One instance serves one evaluation language: `language` if given, else `config.language`; it is passed to
-    Whisper (see `check_asr_language`, which runs first, before any model is loaded).
-    """
-
-    def __init__(self, config: TranscribeConfig | None = None, language: str | None = None):
-        config = config or TranscribeConfig()
-        language = language or config.language
-        self.config = replace(config, language=base_language(language) if language else None)
-        check_asr_language(self.config)
-        self.language: str = self.config.language
-        self._transcriber = Transcriber(self.config)
-
-    def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
-        """Mono float samples -> text ("" when Whisper heard nothing)."""
-        wav = np.asarray(wav, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"expected a mono waveform, got shape {wav.shape}")
-        if wav.size == 0:
-            raise ValueError("waveform is empty; nothing to transcribe")
-        if not np.isfinite(wav).all():
-            raise ValueError("waveform contains NaN or infinite samples")
-        if sample_rate != SAMPLE_RATE:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
-        return self._transcriber.transcribe_audio(wav)
+    return {"wer": word_error_rate([ref], [hyp]), "cer": cer, "reference_norm": ref, "hypothesis_norm": hyp}
