@@ -141,7 +141,7 @@ def prepare_model(args, workdir: Path) -> tuple[object | None, str, str]:
 
 def decode(model, n: int, tokens: int, together: bool, device: str) -> dict:
     """Decode `n` requests solo one after another, or together in one T3Batcher; tokens, seconds and steps."""
-    from inference.models.t3.batch import Decoding, T3Batcher
+    from inference.server.batching import Decoding, T3Batcher
 
     sampling = model.sampling_config(max_new_tokens=tokens)
     cond = model.conds.t3.with_exaggeration(0.5)

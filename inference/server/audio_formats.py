@@ -126,7 +126,7 @@ class StreamEncoder:
     """Encodes float32 mono chunks into one `response_format` while they are produced, so the
     server can send audio before synthesis ends. Call `encode` per chunk, then `finish` once."""
 
-    def __init__(self, fmt: str, sample_rate: int = 24000, speed: float = 1.0) -> None:
+    def __init__(self, fmt: str, sample_rate: int, speed: float = 1.0) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown audio format {fmt!r}; expected one of {', '.join(FORMATS)}")
         if not MIN_SPEED <= speed <= MAX_SPEED:
@@ -197,8 +197,11 @@ class StreamEncoder:
         return self._sink.drain()
 
 
-def whole_wav(audio: np.ndarray, sample_rate: int = 24000) -> bytes:
-    """A complete 16-bit WAV with true sizes, for clients that need a finished file at once."""
+def whole_wav(audio: np.ndarray, sample_rate: int, speed: float = 1.0) -> bytes:
+    """A complete 16-bit WAV with true sizes, for clients that need a finished file at once; its samples are
+    those the streamed `pcm` format gives (same speed change, same rounding)."""
+    pcm = StreamEncoder("pcm", sample_rate, speed)
+    samples = np.frombuffer(pcm.encode(audio) + pcm.finish(), dtype="<i2")
     buffer = io.BytesIO()
-    sf.write(buffer, _to_int16(np.asarray(audio)), sample_rate, format="WAV", subtype="PCM_16")
+    sf.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..streaming import Utterance
-from ..models.t3.batch import Decoding, T3Batcher
+from .batching import Decoding, T3Batcher
 
 log = logging.getLogger("inference.server")
 

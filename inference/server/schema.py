@@ -4,7 +4,6 @@ stream. The bounds of the sampling and streaming options are the request rows of
 """
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,5 +61,3 @@ class StreamStart(SynthesisOptions):
     """The WebSocket's first message: `{"type": "start", ...options}`; audio comes back as 16-bit PCM frames."""
 
     type: Literal["start"]
-
-SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+")  # where the WebSocket's text is cut into requests

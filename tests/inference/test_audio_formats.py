@@ -99,13 +99,13 @@ def test_quarter_speed_chains_tempo_stages():
 @pytest.mark.parametrize("speed", [5.0, 0.2, float("nan")])
 def test_speed_outside_range_is_refused(speed):
     with pytest.raises(ValueError, match="0.25 and 4.0"):
-        StreamEncoder("mp3", speed=speed)
+        StreamEncoder("mp3", RATE, speed=speed)
 
 
 def test_unknown_format_and_encode_after_finish_are_refused():
     with pytest.raises(ValueError, match="ogg"):
-        StreamEncoder("ogg")
-    encoder = StreamEncoder("pcm")
+        StreamEncoder("ogg", RATE)
+    encoder = StreamEncoder("pcm", RATE)
     assert encoder.encode(np.zeros(0, dtype=np.float32)) == b""
     encoder.finish()
     assert encoder.finish() == b""

@@ -1,5 +1,6 @@
 """The speech server, run for real on loopback (tiny preset), driven as users drive it: the official `openai` SDK,
-raw HTTP, many concurrent clients, the WebSocket, a browser page of another origin."""
+raw HTTP, many concurrent clients, the WebSocket, a browser page of another origin. The logic behind the endpoints
+is tested in-process, without a server, in test_server_app.py and test_sentences.py."""
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import uvicorn
 
 from inference.client import stream_http, stream_ws
+from inference.server import ServerConfig
+from inference.server.app import create_app
+from inference.server.engine import Engine
+from inference.server.voices import VoiceStore
 from inference.settings import PROJECT_ROOT
 
 TOKEN_BYTES = 960 * 2  # one speech token of 16-bit audio
@@ -30,26 +36,25 @@ KEY = "sk-test-7d1f0c5e"
 ALLOWED = "http://app.example"
 
 
-def free_port() -> int:
+def launch(log: Path, *flags: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
+    """`python -m inference.server` with the test settings, started but not yet ready (see `wait_ready`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(log: Path, *flags: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
-    port = free_port()
+        port = s.getsockname()[1]
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "inference.server", "--model", "tiny", "--port", str(port),
                                  "--max-new-tokens", str(MAX_TOKENS), "--chunk-size", "16", "--max-chars", "400",
                                  "--prompt-tokens", "25", *flags],  # 1 s of voice prompt per chunk: S3Gen ~2x cheaper
                                 cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, headers: dict) -> None:
     deadline = time.time() + 300
-    headers = {"Authorization": f"Bearer {env['CHATTERBOX_API_KEY']}"} if env else {}
     while True:
         try:
             if httpx.get(f"{url}/health", timeout=2, headers=headers).status_code == 200:
-                return url, proc
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.time() > deadline:
@@ -64,30 +69,56 @@ def voices_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, voices_dir):
-    url, proc = start_server(tmp_path_factory.mktemp("server") / "server.log", "--voices", str(voices_dir),
-                             "--max-upload-mb", "1", "--max-batch", "8", "--openai-voices.nova", "nova-voice")
-    yield url, proc
+def guarded_process(tmp_path_factory, voices_dir):
+    """A locked-down server, run as users run it (command line, key from the environment): one allowed web origin,
+    one request at a time and no waiting line (T3 in bfloat16). It shares the first server's voices folder, as
+    replicas behind a load balancer would. Launched before that server, so it loads while the first tests run."""
+    log = tmp_path_factory.mktemp("guarded") / "server.log"
+    url, proc = launch(log, "--voices", str(voices_dir), "--cors-origins", ALLOWED, "--max-batch", "1",
+                       "--max-queue", "0", "--t3-dtype", "bfloat16", env={"CHATTERBOX_API_KEY": KEY})
+    yield url, proc, log
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def guarded(guarded_process):
+    url, proc, log = guarded_process
+    wait_ready(url, proc, log, {"Authorization": f"Bearer {KEY}"})
+    return url, log
+
+
+@pytest.fixture(scope="module")
+def served(guarded_process, english, voices_dir):
+    """The app on a real uvicorn server in this process, over the session's tiny model (built once for the whole
+    test run); the model is left as it was found."""
+    saved = dict(vars(english))
+    cfg = ServerConfig(voices=str(voices_dir), max_upload_mb=1, max_batch=8, max_new_tokens=MAX_TOKENS,
+                       chunk_size=16, max_chars=400, prompt_tokens=25)
+    cfg.openai_voices.nova = "nova-voice"
+    english.setup_model()
+    voices = VoiceStore(english, cfg.voices, cfg.allow_voice_overwrite)
+    voices.load_folder()
+    app = create_app(Engine(english, cfg.max_batch, cfg.max_queue), voices, cfg)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", os.getpid()
+    server.should_exit = True
+    thread.join(timeout=30)
+    listener.close()
+    vars(english).clear()
+    vars(english).update(saved)
 
 
 @pytest.fixture(scope="module")
 def server(served):
     return served[0]
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory, voices_dir):
-    """A locked-down server: API key from the environment, one allowed web origin, one request at a time and no
-    waiting line (T3 in bfloat16). It shares the first server's voices folder, as replicas behind a load balancer
-    would."""
-    log = tmp_path_factory.mktemp("guarded") / "server.log"
-    url, proc = start_server(log, "--voices", str(voices_dir), "--cors-origins", ALLOWED, "--max-batch", "1",
-                             "--max-queue", "0", "--t3-dtype", "bfloat16", env={"CHATTERBOX_API_KEY": KEY})
-    yield url, log
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def speech(url: str, headers: dict | None = None, **body) -> httpx.Response:
@@ -256,16 +287,16 @@ def timed_stream(url: str, body: dict, start: threading.Event | None = None) -> 
 def test_twelve_concurrent_clients(served, reference_pcm):
     """12 clients at once (8 decode together, 4 wait): each gets exactly the audio it gets alone, no thread is
     held per waiting request, and a client's stream is not held up by the requests waiting behind it."""
-    url, proc = served
-    threads_idle = server_threads(proc.pid)
+    url, pid = served
     go = threading.Event()
     with ThreadPoolExecutor(12) as pool:  # client SEED sends the reference request, the others their own
         futures = {seed: pool.submit(timed_stream, url, {"input": TEXT if seed == SEED else f"Client {seed}.",
                                                          "seed": seed}, go) for seed in range(12)}
+        threads_idle = server_threads(pid)  # the server's threads, and the 12 clients' waiting for `go`
         go.set()
         peak = threads_idle
         while not all(f.done() for f in futures.values()):
-            peak = max(peak, server_threads(proc.pid))
+            peak = max(peak, server_threads(pid))
             time.sleep(0.05)
         results = {seed: f.result() for seed, f in futures.items()}
     assert peak <= threads_idle + 1, f"threads grew from {threads_idle} to {peak} with requests waiting"

@@ -8,6 +8,7 @@ is how the official weights were trained.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -194,6 +195,12 @@ class T3(nn.Module):
         len_cond = cond_emb.shape[1]
         return torch.cat([embeds, self.embed_speech(start)], dim=1), (len_cond, len_cond + text_tokens.shape[1])
 
+    def decoding_over(self, token: int, emitted: int, sampling: SamplingConfig) -> bool:
+        """The stop rule of every decoding loop (alone or batched): the stop token, or `emitted` tokens reaching
+        `max_new_tokens` or the end of the speech position table."""
+        return token == self.cfg.stop_speech_token or emitted >= min(sampling.max_new_tokens,
+                                                                      self.cfg.speech_pos_rows - 1)
+
     @torch.inference_mode()
     def generate_tokens(self, cond: T3Cond, text_tokens: Tensor, sampling: SamplingConfig = SamplingConfig(),
                         generator: torch.Generator | None = None, choose: Chooser | None = None,
@@ -218,9 +225,8 @@ class T3(nn.Module):
                 return int(torch.multinomial(probs, 1, generator=generator))
 
         cache = DynamicCache(config=self.tfmr.config)
-        max_steps = min(sampling.max_new_tokens, cfg.speech_pos_rows - 1)
         try:
-            for step in range(max_steps):
+            for step in itertools.count():
                 hidden = self.tfmr(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
                 logits = self.speech_head(hidden[:, -1]).float()  # (rows, V)
                 trace = {} if on_step else None
@@ -231,7 +237,7 @@ class T3(nn.Module):
                 token = choose(probs)
                 history.append(token)
                 yield token
-                if token == cfg.stop_speech_token:
+                if self.decoding_over(token, step + 1, sampling):
                     return
                 embeds = self.embed_speech(torch.full((rows, 1), token, device=self.device), offset=step + 1)
         finally:

@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import DynamicCache
 
-from .alignment import AlignmentGuard
-from .attention import set_observer
-from .cond_enc import T3Cond
-from .model import T3
-from .sampling import LogitsPipeline, SamplingConfig
+from ..models.t3 import T3, SamplingConfig, T3Cond
+from ..models.t3.alignment import AlignmentGuard
+from ..models.t3.attention import set_observer
+from ..models.t3.sampling import LogitsPipeline
 
 
 @dataclass(eq=False)
@@ -130,15 +129,14 @@ class T3Batcher:
 
     def _choose(self, d: Decoding, hidden: Tensor) -> bool:
         """Sample `d`'s next token from its rows' last hidden states and emit it; True when `d` is over."""
-        t3, cfg = self.t3, self.t3.cfg
+        t3 = self.t3
         logits = t3.speech_head(hidden).float()  # (rows, V)
         probs = d.pipeline(logits[:1], logits[1:2] if d.rows == 2 else None,
                            torch.tensor([d.history], device=t3.device))
         token = int(torch.multinomial(probs, 1, generator=d.generator))
         d.history.append(token)
         d.emit(token)
-        over = (token == cfg.stop_speech_token or d.emitted >= min(d.sampling.max_new_tokens, cfg.speech_pos_rows - 1)
-                or (d.stop is not None and d.stop.is_set()))
+        over = t3.decoding_over(token, d.emitted, d.sampling) or (d.stop is not None and d.stop.is_set())
         if over:
             d.emit(None)
         return over

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from inference.models.t3.batch import Decoding, T3Batcher
+from inference.server.batching import Decoding, T3Batcher
 
 TEXTS = ["Hello there, how are you today?", "A second, rather longer sentence to speak out loud here.", "Short."]
 SETTINGS = [dict(temperature=0.8, cfg_weight=0.5, seed=1),

@@ -1,0 +1,359 @@
+"""The server's pieces in-process, over a stand-in model and engine (no weights, no process, no socket): the error
+shape, the service's request checks and voice names, and the HTTP and WebSocket shape of every endpoint.
+What needs the real model and a real server (audio, batching, the SDK, disconnects) is in test_server.py."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from inference.audio import AudioError
+from inference.models.tokenizers import TextError
+from inference.server import ServerConfig
+from inference.server.app import create_app
+from inference.server.engine import Busy
+from inference.server.errors import ApiError, validation_error
+from inference.server.schema import SpeechRequest, SynthesisOptions
+from inference.server.service import SpeechService
+from inference.server.voices import VoiceError, VoiceStore
+
+RATE, TOKEN = 24000, 960
+KEY = "sk-unit"
+
+
+class FakeUtterance:
+    """Two chunks of a tone per request (3 and 2 tokens of audio); the text's length + 2 text tokens."""
+
+    def __init__(self, text: str, settings: dict):
+        self.text, self.settings = text, settings
+        self.pieces = [SimpleNamespace(text_tokens=np.zeros((1, len(text) + 2)))]
+        tone = (0.5 * np.sin(np.arange(5 * TOKEN) / 10)).astype(np.float32)
+        metrics = SimpleNamespace(time_to_first_audio=0.25, rtf=0.5)
+        self.chunks = [SimpleNamespace(audio=tone[:3 * TOKEN], metrics=metrics),
+                       SimpleNamespace(audio=tone[3 * TOKEN:], metrics=metrics)]
+
+
+class FakeModel:
+    conds = "built-in conds"
+
+    def utterance(self, text: str, conds, **settings) -> FakeUtterance:
+        if "language" in settings.get("language_id", ""):
+            raise TextError("this model cannot speak that language")
+        if "!!" in text:
+            raise ValueError("bad text")
+        return FakeUtterance(text, {"conds": conds, **settings})
+
+    def prepare_conditionals(self, path):
+        return f"conds of {path.name}"
+
+    def prepare_conditionals_from_array(self, wav, rate, source=""):
+        return f"conds of an upload of {len(wav)} samples"
+
+
+class FakeEngine:
+    """Delivers a request's chunks at once, or refuses it as the real engine does when full."""
+
+    def __init__(self):
+        self.model, self.busy, self.jobs = FakeModel(), False, []
+
+    def submit(self, job):
+        if self.busy:
+            raise Busy(7)
+        self.jobs.append(job)
+        for chunk in job.utterance.chunks:
+            job.deliver(chunk)
+        job.deliver(None)
+        return job
+
+    def stats(self) -> dict:
+        return {"in_batch": 0, "queued": 0, "streams": 0}
+
+
+def make_cfg(**overrides) -> ServerConfig:
+    cfg = ServerConfig(max_chars=40, chunk_size=16, prompt_tokens=0, max_upload_mb=0.1, **overrides)
+    cfg.openai_voices.nova = "nova-voice"
+    return cfg
+
+
+@pytest.fixture()
+def parts(tmp_path):
+    engine = FakeEngine()
+    voices = VoiceStore(engine.model, tmp_path)
+    return engine, voices, make_cfg()
+
+
+@pytest.fixture()
+def client(parts):
+    with TestClient(create_app(*parts)) as c:
+        yield c
+
+
+def pcm(chunks) -> bytes:
+    audio = np.concatenate([c.audio for c in chunks])
+    return np.rint(np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+EXPECTED_PCM = pcm(FakeUtterance("", {}).chunks)
+
+
+# ---------------------------------------------------------------------------------------------- the error shape
+
+
+@pytest.mark.parametrize("status, kind", [(400, "invalid_request_error"), (401, "authentication_error"),
+                                          (403, "permission_error"), (404, "not_found_error"),
+                                          (413, "invalid_request_error"), (429, "rate_limit_error"),
+                                          (500, "server_error"), (503, "server_busy")])
+def test_api_error_is_openai_shaped(status, kind):
+    error = ApiError(status, "why", "field", "a_code", {"Retry-After": "3"})
+    assert error.body() == {"error": {"message": "why", "type": kind, "param": "field", "code": "a_code"}}
+    response = error.response()
+    assert response.status_code == status and response.headers["retry-after"] == "3"
+    assert json.loads(response.body) == error.body()
+
+
+def test_validation_error_names_the_first_field_and_lists_all():
+    with pytest.raises(Exception) as e:
+        SpeechRequest.model_validate({"input": "Hi.", "top_p": "abc", "volume": 3})
+    error = validation_error(e.value)
+    assert (error.status, error.param, error.code) == (400, "top_p", "invalid_value")
+    assert error.message.startswith("top_p: ") and "; volume: Extra inputs are not permitted" in error.message
+
+
+# ---------------------------------------------------------------------------------------------- the service
+
+
+def test_openai_voice_names_play_the_configured_voice(parts):
+    engine, voices, cfg = parts
+    service = SpeechService(engine, voices, cfg)
+    assert service.voice_name("nova") == "nova-voice" and service.voice_name("alloy") == "default"
+    assert service.voice_name("bob") == "bob"
+    voices.voices["alloy"] = "a voice really called alloy"
+    assert service.voice_name("alloy") == "alloy"
+
+
+def test_a_voice_only_on_disk_is_loaded_on_first_use(parts):
+    """Another replica saved it into the shared folder."""
+    engine, voices, cfg = parts
+    service = SpeechService(engine, voices, cfg)
+    sf.write(voices.folder / "bob.wav", np.zeros(2400, np.float32), RATE)
+    assert asyncio.run(service.voice("bob")) == "conds of bob.wav" and "bob" in voices.voices
+    assert asyncio.run(service.voice("default")) == "built-in conds"
+
+
+def test_start_passes_the_server_settings_under_the_request_ones(parts):
+    engine, voices, cfg = parts
+
+    async def run():
+        synthesis = await SpeechService(engine, voices, cfg).start(SynthesisOptions(seed=3, chunk_size=8), "Hi.")
+        return synthesis, [len(c.audio) async for c in synthesis.chunks()]
+
+    synthesis, sizes = asyncio.run(run())
+    assert synthesis.job.utterance.settings == {"conds": "built-in conds", "chunk_size": 8, "strategy": "incremental",
+                                                "max_new_tokens": 1000, "prompt_tokens": None, "seed": 3}
+    assert sizes == [3 * TOKEN, 2 * TOKEN]
+    assert synthesis.job.cancelled.is_set() and synthesis.text_tokens() == 5
+
+
+@pytest.mark.parametrize("text, options, status, param, code, message", [
+    ("  \n", {}, 400, "input", None, "input is empty"),
+    ("x" * 41, {}, 413, "input", "input_too_long", "input is 41 characters; this server takes at most 40"),
+    ("Hi.", {"voice": "nobody"}, 404, "voice", None, "unknown voice 'nobody'; known: default"),
+    ("Hi.", {"language_id": "language"}, 400, "language_id", None, "cannot speak"),
+    ("Hi!!", {}, 400, "input", None, "bad text"),
+])
+def test_start_refuses_before_any_audio(parts, text, options, status, param, code, message):
+    engine, voices, cfg = parts
+    with pytest.raises(ApiError) as e:
+        asyncio.run(SpeechService(engine, voices, cfg).start(SynthesisOptions(**options), text))
+    assert (e.value.status, e.value.param, e.value.code) == (status, param, code) and message in e.value.message
+    assert engine.jobs == []
+
+
+def test_a_full_engine_answers_503_with_retry_after(parts):
+    engine, voices, cfg = parts
+    engine.busy = True
+    with pytest.raises(ApiError) as e:
+        asyncio.run(SpeechService(engine, voices, cfg).start(SynthesisOptions(), "Hi."))
+    assert (e.value.status, e.value.code, e.value.headers) == (503, "server_busy", {"Retry-After": "7"})
+    assert e.value.message == "the server is busy; retry in about 7 s"
+
+
+def test_voice_upload_errors_name_the_field(parts, monkeypatch):
+    engine, voices, cfg = parts
+    service = SpeechService(engine, voices, cfg)
+    for error, status, param in [(VoiceError("exists", 409), 409, "name"), (VoiceError("too long"), 400, "file"),
+                                 (AudioError("silent clip"), 400, "file")]:
+        def refuse(*_, error=error):
+            raise error
+
+        monkeypatch.setattr(voices, "add", refuse)
+        with pytest.raises(ApiError) as e:
+            asyncio.run(service.add_voice("x", b""))
+        assert (e.value.status, e.value.param, e.value.message) == (status, param, str(error))
+
+
+# ---------------------------------------------------------------------------------------------- HTTP, in-process
+
+
+def test_health_models_and_voices(client):
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "model": "tiny", "sample_rate": RATE, "voices": 1, "max_batch": 8,
+                      "in_batch": 0, "queued": 0, "streams": 0}
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["chatterbox", "tts-1", "tts-1-hd",
+                                                                         "gpt-4o-mini-tts"]
+    listed = client.get("/v1/voices").json()
+    assert listed["voices"] == ["default"] and listed["openai_voices"]["nova"] == "nova-voice"
+    assert client.get("/nowhere").json() == {"error": {"message": "Not Found", "type": "not_found_error",
+                                                       "param": None, "code": None}}
+
+
+def test_speech_streams_pcm_with_the_sample_rate(client):
+    r = client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "pcm"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/pcm" and r.headers["x-sample-rate"] == "24000"
+    assert r.content == EXPECTED_PCM
+
+
+def test_whole_wav_has_true_sizes_and_the_streamed_samples(client):
+    r = client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "wav", "stream": False})
+    data = r.content
+    assert r.headers["content-type"] == "audio/wav" and int(r.headers["content-length"]) == len(data)
+    assert struct.unpack("<4sI4s", data[:12]) == (b"RIFF", len(data) - 8, b"WAVE")
+    audio, rate = sf.read(io.BytesIO(data), dtype="int16")
+    assert rate == RATE and audio.tobytes() == EXPECTED_PCM
+    fast = client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "wav", "stream": False,
+                                                 "speed": 2.0}).content
+    streamed = client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "pcm", "speed": 2.0}).content
+    assert sf.read(io.BytesIO(fast), dtype="int16")[0].tobytes() == streamed
+
+
+def test_sse_counts_speech_tokens_from_the_audio(client):
+    r = client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "pcm", "stream_format": "sse"})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[len("data: "):]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == EXPECTED_PCM
+    assert events[-1] == {"type": "speech.audio.done", "usage": {"input_tokens": 5, "output_tokens": 5,
+                                                                 "total_tokens": 10}}
+
+
+@pytest.mark.parametrize("body, headers, status, param, message", [
+    (b'{"input": "Hi."}', {"content-type": "text/plain"}, 415, None,
+     "send the request as JSON (Content-Type: application/json)"),
+    (b"{not json", {}, 400, None, "the body is not JSON: Expecting property name enclosed in double quotes"),
+    (b'{"input": "Hi.", "temperature": NaN}', {}, 400, "temperature", "temperature: Input should be a finite number"),
+    (b'{"input": "Hi.", "speed": 5}', {}, 400, "speed", "speed: Input should be less than or equal to 4"),
+    (b'{"input": "Hi.", "voice": "nobody"}', {}, 404, "voice", "unknown voice 'nobody'"),
+    (b'{"input": "' + b"x" * 41 + b'"}', {}, 413, "input", "at most 40"),
+])
+def test_bad_requests_get_openai_errors(client, body, headers, status, param, message):
+    r = client.post("/v1/audio/speech", content=body, headers={"content-type": "application/json", **headers})
+    error = r.json()["error"]
+    assert r.status_code == status and error["param"] == param and message in error["message"], r.text
+
+
+def test_busy_answer_has_retry_after(client, parts):
+    parts[0].busy = True
+    r = client.post("/v1/audio/speech", json={"input": "Hi."})
+    assert r.status_code == 503 and r.headers["retry-after"] == "7" and r.json()["error"]["type"] == "server_busy"
+
+
+def test_voice_upload_checks(client, parts):
+    _, voices, _ = parts
+    clip = io.BytesIO()
+    sf.write(clip, np.zeros(4800, np.float32), RATE, format="WAV")
+
+    def upload(name="carol", data=clip.getvalue(), kind="audio/wav"):
+        return client.post("/v1/voices", data={"name": name}, files={"file": ("c.wav", data, kind)})
+
+    assert upload().status_code == 201 and upload().json()["error"]["param"] == "name"  # 409: no overwriting
+    assert voices.voices["carol"] == "conds of an upload of 4800 samples" and (voices.folder / "carol.flac").is_file()
+    assert client.post("/v1/voices", content=b"raw").status_code == 415
+    assert upload(kind="text/plain").json()["error"]["message"] == "the file is text/plain; send an audio file (audio/*)"
+    too_big = upload(data=bytes(100_001))
+    assert too_big.status_code == 413 and too_big.json()["error"]["message"].endswith("at most 0.1 MB")
+    unsized = client.post("/v1/voices", content=iter([b"--x--"]), headers={"content-type": "multipart/form-data"})
+    assert unsized.status_code == 411
+
+
+# ---------------------------------------------------------------------------------------------- WebSocket
+
+
+def test_websocket_speaks_each_sentence_as_it_completes(client, parts):
+    engine = parts[0]
+    with client.websocket_connect("/v1/audio/stream") as ws:
+        ws.send_json({"type": "start", "voice": "alloy", "seed": 2})
+        for fragment in ("Hello the", "re. How are", " you?", "  "):
+            ws.send_json({"type": "text", "text": fragment})
+        ws.send_json({"type": "end"})
+        audio, messages = b"", []
+        while (message := ws.receive())["type"] == "websocket.send":
+            if message.get("bytes") is not None:
+                audio += message["bytes"]
+            else:
+                messages.append(json.loads(message["text"]))
+                if messages[-1]["type"] == "done":
+                    break
+    assert [job.utterance.text for job in engine.jobs] == ["Hello there.", "How are you?"]
+    assert all(job.utterance.settings["seed"] == 2 for job in engine.jobs)
+    assert audio == EXPECTED_PCM * 2
+    assert messages == [{"type": "chunk", "index": i, "samples": n, "time_to_first_audio": 0.25, "rtf": 0.5}
+                        for i, n in enumerate([3 * TOKEN, 2 * TOKEN] * 2)] + [{"type": "done", "chunks": 4}]
+
+
+@pytest.mark.parametrize("messages, detail, code", [
+    ([{"type": "text", "text": "x" * 41}], "text over 40 characters", 1008),
+    ([{"type": "start"}, {"type": "start"}], 'unexpected message {"type": "start"}: send start (first, once), '
+                                             "text or end", 1008),
+    ([{"type": "text", "text": "Hi", "voice": "x"}], "unexpected message", 1008),
+    ([{"type": "start", "speed": 9}], "speed: Input should be less than or equal to 4", 1008),
+    ([{"type": "start", "voice": "nobody"}], "unknown voice 'nobody'", 1008),
+    (["not json"], "Expecting value", 1008),
+    ([{"type": "text", "text": "Hi. "}, {"type": "end"}], "the server is busy; retry in about 7 s", 1013),
+])
+def test_websocket_errors_then_closes(client, parts, messages, detail, code):
+    parts[0].busy = True
+    with client.websocket_connect("/v1/audio/stream") as ws:
+        for message in messages:
+            ws.send_text(message if isinstance(message, str) else json.dumps(message))
+        reply = ws.receive_json()
+        assert reply["type"] == "error" and detail in reply["detail"], reply
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == code
+
+
+# ---------------------------------------------------------------------------------------------- the guard
+
+
+def test_api_key_and_origins(parts):
+    engine, voices, _ = parts
+    app = create_app(engine, voices, make_cfg(cors_origins=("http://app.example",)), KEY)
+    with TestClient(app) as c:
+        refused = c.get("/health")
+        assert refused.status_code == 401 and refused.json()["error"] == {
+            "message": "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+            "type": "authentication_error", "param": None, "code": "invalid_api_key"}
+        auth = {"Authorization": f"Bearer {KEY}"}
+        assert c.get("/health", headers=auth).status_code == 200
+        foreign = c.get("/health", headers={**auth, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403 and foreign.json()["error"]["message"] == (
+            "requests from the web origin http://evil.example are not allowed (server setting cors_origins)")
+        assert c.get("/health", headers={**auth, "Origin": "http://testserver"}).status_code == 200  # its own page
+        allowed = c.get("/health", headers={**auth, "Origin": "http://app.example"})
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        assert allowed.headers["access-control-expose-headers"] == "X-Sample-Rate, Retry-After"
+        preflight = c.options("/v1/audio/speech", headers={"Origin": "http://app.example",
+                                                           "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 200
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with c.websocket_connect("/v1/audio/stream"):
+                pass
+        assert closed.value.code == 1008
