@@ -276,7 +276,9 @@ def test_voice_upload_checks(client, parts):
     assert upload().status_code == 201 and upload().json()["error"]["param"] == "name"  # 409: no overwriting
     assert voices.voices["carol"] == "conds of an upload of 4800 samples" and (voices.folder / "carol.flac").is_file()
     assert client.post("/v1/voices", content=b"raw").status_code == 415
-    assert upload(kind="text/plain").json()["error"]["message"] == "the file is text/plain; send an audio file (audio/*)"
+    typed = upload(kind="text/plain")
+    assert typed.status_code == 415
+    assert typed.json()["error"]["message"] == "the file is text/plain; send an audio file (audio/*)"
     too_big = upload(data=bytes(100_001))
     assert too_big.status_code == 413 and too_big.json()["error"]["message"].endswith("at most 0.1 MB")
     unsized = client.post("/v1/voices", content=iter([b"--x--"]), headers={"content-type": "multipart/form-data"})
