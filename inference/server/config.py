@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..models.limits import check_limits, prompt_tokens_setting
-
-SAMPLE_RATE = 24000
+from ..models.rates import S3GEN_SR as SAMPLE_RATE  # the rate every response carries
 
 
 @dataclass
