@@ -46,12 +46,13 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from inference.audio import load_audio
+from inference.audio import check_reference, load_audio
 from inference.adapters import HELDOUT_FILE, adapter_base, is_adapter, on_synthetic_base, read_base_identity
 from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
-from inference.families import ENGLISH
+from inference.families import ENGLISH, PRESETS
+from inference.loading import is_repo_id
 from inference.models.t3 import T3Config
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 
@@ -66,14 +67,12 @@ from .stats import ALPHA, min_sentences, sentences_needed
 
 log = logging.getLogger("evaluation")
 
-PRESETS = ("tiny", "tiny-multilingual")
 ENGLISH_T3_FILE = ENGLISH.files.t3
 RUNS_DIR = Path(EvalConfig.runs_dir)  # runs_dir's default, where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 WHERE_KEYS = ("output_dir", "runs_dir")  # where a run's folder is, not what the run is: free to differ on resume
-MIN_REFERENCE_SECONDS = 2.0
 
 
 class EvaluationError(RuntimeError):
@@ -136,8 +135,7 @@ def resolve_model_path(value: str, what: str, cfg: EvalConfig) -> str:
                                   "LoRA adapter: give a training output (<run>/adapter or <run>/merged), a "
                                   "checkpoint (<run>/step-N) or an official Chatterbox folder")
         return str(path)
-    looks_like_repo = value.count("/") == 1 and not value.startswith((".", "/", "~"))
-    if looks_like_repo and not path.exists():
+    if is_repo_id(value):
         return value  # a hub repo id; loading it needs the network (or a filled cache)
     raise EvaluationError(f"{what}={value!r} does not exist")
 
@@ -159,16 +157,16 @@ def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], s
     return found[:1], f"first recording in {cfg.audio_dir} (not known to be held out of training)"
 
 
-def check_reference(paths: list[Path]) -> None:
+def check_references(paths: list[Path]) -> None:
+    """Each clip passes the rule every voice reference passes (inference.audio.check_reference), before any model
+    loads."""
     for path in paths:
         if not path.is_file():
             raise EvaluationError(f"reference clip {path} does not exist")
         try:
-            wav = load_audio(path, 16_000)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
-            raise EvaluationError(f"reference clip {path} cannot be read: {e}") from None
-        if len(wav) < MIN_REFERENCE_SECONDS * 16_000 or not np.abs(wav).max() > 1e-4:
-            raise EvaluationError(f"reference clip {path} is silent or shorter than {MIN_REFERENCE_SECONDS:g} s")
+            check_reference(load_audio(path, 16_000), 16_000, f"reference clip {path}")
+        except Exception as e:  # noqa: BLE001 - unreadable or unusable: the message names the file and why
+            raise EvaluationError(str(e) if str(path) in str(e) else f"reference clip {path}: {e}") from None
 
 
 def config_for_resume(cfg: EvalConfig, models: dict[str, str]) -> dict:
@@ -269,7 +267,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
               f"with fewer than {min_sentences()}; {sentences_needed(0.5)} detect a difference of half the "
               "spread of per-sentence differences")
     references, reference_origin = resolve_reference(cfg, models.get("tuned"))
-    check_reference(references)
+    check_references(references)
     asr_cfg = dataclasses.replace(cfg.asr, language=language)
     try:
         resolve_model(asr_cfg)

@@ -89,7 +89,7 @@ def test_silent_reference_is_refused(tmp_path, capsys):
     sf.write(silent, np.zeros(24000 * 3, dtype=np.float32), 24000)
     config = write_config(tmp_path / "config.toml", **fast(tmp_path, reference_audio=f'["{silent}"]'))
     assert recipe.main(["--config", str(config)]) == 2
-    assert "silent or shorter" in capsys.readouterr().err
+    assert f"reference clip {silent}: the audio is silent" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
