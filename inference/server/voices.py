@@ -11,10 +11,9 @@ import re
 import threading
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
-from ..audio import AudioError
+from ..audio import AudioError, NonFiniteAudio, check_finite
 from ..conditionals import Conditionals
 from .schema import VOICE_NAME
 
@@ -76,8 +75,10 @@ class VoiceStore:
             raise VoiceError(f"the clip is {len(wav) / rate:.0f} s long; voices take at most {max_seconds:.0f} s "
                              "(5-10 s of clean speech works best)")
         mono = wav.mean(axis=1)
-        if not np.isfinite(mono).all():
-            raise VoiceError("the clip holds NaN or infinite samples")
+        try:
+            check_finite(mono, "the clip")
+        except NonFiniteAudio as e:
+            raise VoiceError(str(e)) from None
         with self.lock:
             conds = self.model.prepare_conditionals_from_array(mono, rate, source="the uploaded clip")
         self.voices[name] = conds
