@@ -7,14 +7,6 @@ from evaluation.similarity import SpeakerSimilarity
 from inference.asr import BUNDLED_BASE, Asr, TranscribeConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """A model name slipping through must fail at once rather than reach for the network."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
 @pytest.fixture(scope="session")
 def whisper_base() -> Asr:
     """The evaluation's default ASR (Whisper base, bundled), for English: what `evaluate` would load."""

@@ -40,14 +40,6 @@ TRUNCATION_WER_RISE = 0.3
 WRONG_TEXT_MIN_WER = 0.9  # unrelated sentences: measured 1.0-1.6 (insertions can push WER past 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    """A model name slipping through must fail at once rather than reach for the network."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
 @pytest.fixture(scope="module")
 def clips() -> dict[str, tuple[np.ndarray, int]]:
     """Shipped clips at their native 22050 Hz: the ASR must resample them itself."""
