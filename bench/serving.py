@@ -29,7 +29,7 @@ Two parts, each one heavy thing at a time:
    warm-up request, for each N in --clients, N threads each stream `POST /v1/audio/speech` (pcm, a different
    sentence and seed each) with httpx, all released at once by a barrier. Per client: time to first audio byte
    (from its release), arrival time and size of every network read, underruns of a player that starts at the
-   first byte (`inference.client.count_underruns`: stalls and stall seconds), audio seconds. Per N: p50 / p95
+   first byte (`inference.stream_quality.count_underruns`: stalls and stall seconds), audio seconds. Per N: p50 / p95
    time to first audio, underruns, aggregate audio seconds per wall second (all audio / release -> last byte),
    T3 tokens per second from the server's /health counters (delta `tokens_decoded` over the wall, and over the
    T3 span: release -> the moment the counter stopped, polled every 0.2 s), tokens per batch step (delta
@@ -63,7 +63,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from inference.client import count_underruns  # noqa: E402
+from inference.stream_quality import count_underruns  # noqa: E402
 from bench.streaming import load_average, sync  # noqa: E402
 from inference.hardware import hardware, on_gpu  # noqa: E402
 

@@ -570,6 +570,25 @@ def load_training_state(checkpoint: Path, rank: int) -> dict:
     return state
 
 
+def restore_training_state(checkpoint: Path, rank: int, data_info: dict, optimizer, scheduler,
+                           precision: Precision) -> int:
+    """Optimizer, scheduler, loss scale and RNG as they were at `checkpoint`; returns its step. Refused when the
+    data or the number of processes changed since, because the run could not continue exactly."""
+    state = load_training_state(checkpoint, rank)
+    then = state["data"]
+    if then["train_rows"] != data_info["train_rows"] or then["steps_per_epoch"] != data_info["steps_per_epoch"] \
+            or then.get("processes", 1) != data_info["processes"]:
+        raise TrainingError(f"the training data or batching changed since {checkpoint} ({then['train_rows']} "
+                            f"clips and {then.get('processes', 1)} process(es) then, {data_info['train_rows']} and "
+                            f"{data_info['processes']} now): the run cannot be resumed exactly; start a new run")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        precision.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["step"]
+
+
 # ------------------------------------------------------------------------------------------------ export
 
 def export(run_dir: Path, peft_model, model, conds, val_rows, facts: RunFacts, step: int) -> Path:
@@ -678,19 +697,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
 
     step = 0
     if resume_from is not None:
-        state = load_training_state(resume_from, rank)
-        then = state["data"]
-        if then["train_rows"] != len(train_rows) or then["steps_per_epoch"] != steps_per_epoch \
-                or then.get("processes", 1) != world:
-            raise TrainingError(f"the training data or batching changed since {resume_from} ({then['train_rows']} "
-                                f"clips and {then.get('processes', 1)} process(es) then, {len(train_rows)} and "
-                                f"{world} now): the run cannot be resumed exactly; start a new run")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+        step = restore_training_state(resume_from, rank, data_info, optimizer, scheduler, precision)
         accelerator.print(f"resumed {run_dir.name} from {resume_from.name}")
 
     facts = RunFacts(cfg, base, precision.name, world, len(train_rows), sum(train_rows["duration"]) / 60,
