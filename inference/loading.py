@@ -56,10 +56,10 @@ def describe_source(model: str | Path) -> str:
 
 
 def family_for(model: str | Path, multilingual: bool = False) -> Family:
-    """The family a source holds: a preset's own, a folder's by its T3 file; a repo id (not downloaded yet) is
-    English unless `multilingual`."""
+    """The family a source holds: a preset's own ('tiny' is every family's: the multilingual one with
+    `multilingual`), a folder's by its T3 file; a repo id (not downloaded yet) is English unless `multilingual`."""
     if (preset := family_of_preset(str(model))) is not None:
-        return preset
+        return FAMILIES["multilingual"] if multilingual and preset.name == "english" else preset
     folder = Path(model).expanduser()
     found = family_of_folder(folder) if folder.is_dir() else None
     if found is not None:

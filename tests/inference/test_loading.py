@@ -34,7 +34,7 @@ def test_describe_source_names_the_three_choices(tmp_path):
 
 def test_family_for_every_source(tmp_path):
     assert loading.family_for("tiny") is ENGLISH and loading.family_for("tiny-multilingual") is MULTILINGUAL
-    assert loading.family_for("tiny", multilingual=False) is ENGLISH
+    assert loading.family_for("tiny", multilingual=True) is MULTILINGUAL  # `--model tiny multilingual=true`
     assert loading.family_for("ResembleAI/chatterbox") is ENGLISH
     assert loading.family_for("ResembleAI/chatterbox", multilingual=True) is MULTILINGUAL
     (tmp_path / MULTILINGUAL.files.t3.replace(".safetensors", ".pt")).write_bytes(b"")  # either format counts

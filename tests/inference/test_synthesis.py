@@ -328,7 +328,7 @@ def test_stereo_reference_is_downmixed(english, speech, speech_conds, tmp_path, 
 
 def test_clipped_reference_warns_but_works(english, speech, restore_voice, caplog):
     clipped = np.clip(speech.wav * 20, -1.0, 1.0)
-    with caplog.at_level("WARNING", logger="inference.chatterbox"):
+    with caplog.at_level("WARNING", logger="inference.audio"):
         conds = english.prepare_conditionals_from_array(clipped, speech.sr, source="loud.wav")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("clipped" in m and "loud.wav" in m for m in warnings), warnings
@@ -339,7 +339,7 @@ def test_clipped_reference_warns_but_works(english, speech, restore_voice, caplo
 def test_long_reference_is_cut_to_60_s(english, speech, restore_voice, caplog):
     clip = librosa.resample(speech.wav, orig_sr=speech.sr, target_sr=SR)
     long = np.tile(clip, math.ceil(70 * SR / len(clip)))[: 70 * SR]
-    with caplog.at_level("INFO", logger="inference.chatterbox"):
+    with caplog.at_level("INFO", logger="inference.audio"):
         conds = english.prepare_conditionals_from_array(long, SR)
     assert "first 60 s" in caplog.text
     assert conds.t3.cond_prompt_speech_tokens.shape == (1, 150)  # T3's prompt: the first 6 s, capped at 150

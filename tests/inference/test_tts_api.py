@@ -2,10 +2,8 @@
 exaggeration and the `python -m inference.tts` command (its settings: test_settings.py)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ import torch
 
 from inference.chatterbox import ChatterboxTTS
 from inference.models.tokenizers import SUPPORTED_LANGUAGES, TextError, normalize_text
-from inference.settings import PROJECT_ROOT
 
 SPEECH_VOCAB_END = 6561  # ids >= this are start/stop/specials, never returned
 SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second of 24 kHz audio
@@ -131,11 +128,14 @@ def test_exaggeration_changes_only_the_emotion_row(english):
 
 # --- CLI ----------------------------------------------------------------------------------------------
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-m", "inference.tts", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _cli(capsys, *args: str) -> SimpleNamespace:
+    """`python -m inference.tts ARGS` run in this process (its own model, as the command loads one): the command
+    as a subprocess, the user's exact path, is tested in test_synthesis.py (test_tts_cli_with_voice)."""
+    from inference import tts
+
+    code = tts.main(list(args))
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def _check_wav(path: Path, token_limit: int) -> np.ndarray:
@@ -153,22 +153,22 @@ def _check_wav(path: Path, token_limit: int) -> np.ndarray:
     return wav
 
 
-def test_cli_english(tmp_path):
+def test_cli_english(tmp_path, capsys):
     from inference.watermark import detect_watermark
 
     out = tmp_path / "t.wav"
-    result = _cli("--text", "Hello world.", "--out", str(out), "max_new_tokens=20")
+    result = _cli(capsys, "--text", "Hello world.", "--out", str(out), "max_new_tokens=20")
     assert result.returncode == 0, result.stderr
     wav = _check_wav(out, 20)
     assert "wrote" in result.stdout
     assert detect_watermark(wav, 24000) > 0.9  # config.toml's default: watermarked, and it survives 16-bit WAV
 
 
-def test_cli_multilingual(tmp_path):
+def test_cli_multilingual(tmp_path, capsys):
     from inference.watermark import detect_watermark
 
     out = tmp_path / "sub" / "fr.wav"
-    result = _cli("--text", "Bonjour le monde.", "--out", str(out), "--model", "tiny-multilingual",
+    result = _cli(capsys, "--text", "Bonjour le monde.", "--out", str(out), "--model", "tiny-multilingual",
                   "--language", "fr", "max_new_tokens=20", "watermark=false")
     assert result.returncode == 0, result.stderr
     wav = _check_wav(out, 20)

@@ -464,8 +464,12 @@ def test_epoch_order_is_deterministic_and_complete():
         assert sorted(m for shard in shards for m, _ in shard[s]) == sorted(m for m, _ in step if m < 6)
 
 
-def test_main_command_on_the_shipped_sample(tmp_path):
-    """The README's main command, as a newcomer runs it (Whisper transcribes the sample), into a temp folder."""
+def test_main_command_on_the_shipped_sample(tmp_path, capsys, caplog):
+    """The README's main command, as a newcomer runs it (Whisper transcribes the sample), into a temp folder; then
+    what a user does with its adapter (the tts command, here in this process: its subprocess path is tested in
+    tests/inference/test_synthesis.py)."""
+    from inference import tts
+
     done = subprocess.run([sys.executable, "-m", "training.lora", "--output-dir", str(tmp_path), "--run", "demo",
                            "--epochs", "1"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -475,18 +479,17 @@ def test_main_command_on_the_shipped_sample(tmp_path):
     assert (run / "training_metrics.png").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
     # the adapter is usable as it is, without merging: as a model, and on its base with --adapter
     for how in (["--model", str(run / "adapter")], ["--model", "tiny", "--adapter", str(run / "adapter")]):
-        spoken = subprocess.run([sys.executable, "-m", "inference.tts", *how, "--text", "Hello.", "--out",
-                                 str(tmp_path / "hello.wav"), "max_new_tokens=10"], capture_output=True, text=True,
-                                cwd=PROJECT_ROOT, timeout=300)
-        assert spoken.returncode == 0, spoken.stderr[-2000:]
-        assert "applied the LoRA adapter" in spoken.stderr and (tmp_path / "hello.wav").stat().st_size > 1000
-    wrong = subprocess.run([sys.executable, "-m", "inference.tts", "--model", "tiny-multilingual", "--adapter",
-                            str(run / "adapter"), "--text", "Hello.", "--out", str(tmp_path / "x.wav")],
-                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
-    assert wrong.returncode == 2 and "english model, this base is the multilingual one" in wrong.stderr
+        caplog.clear()
+        with caplog.at_level("INFO", logger="inference.adapters"):
+            code = tts.main([*how, "--text", "Hello.", "--out", str(tmp_path / "hello.wav"), "max_new_tokens=10"])
+        assert code == 0, capsys.readouterr().err[-2000:]
+        assert "applied the LoRA adapter" in caplog.text and (tmp_path / "hello.wav").stat().st_size > 1000
+    capsys.readouterr()
+    code = tts.main(["--model", "tiny-multilingual", "--adapter", str(run / "adapter"), "--text", "Hello.", "--out",
+                     str(tmp_path / "x.wav")])
+    assert code == 2 and "english model, this base is the multilingual one" in capsys.readouterr().err
     cache = json.loads((tmp_path / ".cache" / "transcripts" / "transcripts.json").read_text())
     assert len(cache["entries"]) == 20
     # a second run of the same command reuses the transcripts and the dataset, and refuses to reuse the run name
-    again = subprocess.run([sys.executable, "-m", "training.lora", "--output-dir", str(tmp_path), "--run", "demo"],
-                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    assert lora.main(["--output-dir", str(tmp_path), "--run", "demo"]) == 2
+    assert "--resume" in capsys.readouterr().err
