@@ -26,6 +26,7 @@ from .families import ENGLISH, MULTILINGUAL, Family
 from .loading import T3_CONFIG_FILE, ModelParts
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond
+from .models.t3.sampling import SAMPLING_FIELDS
 from .models.tokenizers import TextError, normalize_text
 from .models.tokenizers.normalize import split_for_synthesis
 from .models.voice_encoder import VoiceEncoder
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 T3_PROMPT_SECONDS = 6
 S3GEN_PROMPT_SECONDS = 10
 STREAM_FIELDS = frozenset(f.name for f in dataclasses.fields(StreamConfig))
-SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingConfig))
 
 
 class Chatterbox:
@@ -224,15 +224,15 @@ class Chatterbox:
                         **options) -> tuple[StreamConfig, SamplingConfig]:
         """The stream's settings from config objects and/or keyword options (StreamConfig and SamplingConfig field
         names, as `generate_stream(chunk_size=10, temperature=0.6)` takes them); None leaves the default."""
-        unknown = set(options) - STREAM_FIELDS - SAMPLING_FIELDS
+        unknown = set(options) - STREAM_FIELDS - set(SAMPLING_FIELDS)
         if unknown:
             raise TypeError(f"unknown streaming option(s) {', '.join(sorted(unknown))}; stream options: "
                             f"{', '.join(sorted(STREAM_FIELDS))}; sampling: {', '.join(sorted(SAMPLING_FIELDS))}")
-        stream_opts = {k: v for k, v in options.items() if k in STREAM_FIELDS and v is not None}
-        stream = dataclasses.replace(stream or self.stream_config, **stream_opts)
-        sampling_opts = {k: v for k, v in options.items() if k in SAMPLING_FIELDS}
-        sampling = dataclasses.replace(sampling, **{k: v for k, v in sampling_opts.items() if v is not None}) \
-            if sampling is not None else self.sampling_config(**sampling_opts)
+        given = {k: v for k, v in options.items() if v is not None}
+        stream = dataclasses.replace(stream or self.stream_config,
+                                     **{k: v for k, v in given.items() if k in STREAM_FIELDS})
+        sampling = dataclasses.replace(sampling or self.sampling_config(),
+                                       **{k: v for k, v in given.items() if k in SAMPLING_FIELDS})
         return stream, sampling
 
     def utterance(self, text: str, language_id: str | None = None, conds: Conditionals | None = None,
@@ -311,9 +311,11 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
     check_dtypes(t3_dtype, s3gen_dtype)
     if adapter is None and is_adapter(model):
         adapter, model = model, adapter_base(model)
-        if not (str(model) in presets.PRESETS or Path(model).exists() or loading.is_repo_id(model)):
+        try:
+            loading.describe_source(model)
+        except FileNotFoundError:
             raise FileNotFoundError(f"the adapter {adapter} was trained on {model}, which is not found here: pass "
-                                    f"the base with --model and the adapter with --adapter {adapter}")
+                                    f"the base with --model and the adapter with --adapter {adapter}") from None
     if adapter is not None and (read_base_identity(adapter) or {}).get("family") == MULTILINGUAL.name:
         multilingual = True
     family = loading.family_for(model, multilingual)
