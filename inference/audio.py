@@ -33,6 +33,8 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"cannot read {path} as audio ({e})") from e
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}'s header says {sr} Hz; clips are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     wav = data.mean(axis=1)
     if len(wav) == 0:
         raise AudioError(f"{path} holds no samples")
@@ -89,3 +91,55 @@ def check_reference(wav, sample_rate: int, source: str = "reference") -> np.ndar
         log.info("%s: using the first %d s of %.0f s", source, MAX_REFERENCE_SECONDS, len(wav) / sample_rate)
         wav = wav[: MAX_REFERENCE_SECONDS * sample_rate]
     return wav
+
+
+# What a clip's header may say: below 8 kHz is not speech audio (a 1 Hz header would make resampling to 24 kHz
+# allocate 24,000 samples for each one read), above 384 kHz no recorder writes.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 384_000
+MAX_CHANNELS = 8
+BLOCK_FRAMES = 65_536
+
+
+def decode_clip(data: bytes, max_seconds: float, source: str = "the clip") -> tuple[np.ndarray, int]:
+    """An encoded clip from a client (bytes of WAV, FLAC, Ogg, MP3) as (mono float32, its rate), bounded in memory.
+
+    The header's rate, channels and length are checked before anything is decoded, and decoding goes block by
+    block, mixed to mono as it goes and stopped past `max_seconds`: a small file that unpacks to hours of
+    multichannel audio is refused after reading one block past the limit, not after decoding it whole. Errors
+    carry libsndfile's reason only (its full message names the in-memory file by heap address)."""
+    import io
+
+    try:
+        clip = sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError as e:
+        raise AudioError(f"{source} is not audio this server reads (WAV, FLAC, Ogg, MP3): {e.error_string}") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise AudioError(f"{source} is not audio this server reads (WAV, FLAC, Ogg, MP3)") from None
+    with clip:
+        rate, channels, frames = clip.samplerate, clip.channels, clip.frames
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise AudioError(f"{source}'s header says {rate} Hz; clips are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise AudioError(f"{source} has {channels} channels; at most {MAX_CHANNELS} are read")
+        if 0 < frames < 2**62 and frames / rate > max_seconds:  # 0 or huge: the header does not say
+            raise AudioError(too_long(source, frames / rate, max_seconds))
+        limit = int(max_seconds * rate)
+        parts, read = [], 0
+        try:
+            for block in clip.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True, frames=limit + 1):
+                parts.append(block.mean(axis=1))
+                read += len(block)
+        except sf.LibsndfileError as e:
+            raise AudioError(f"{source} could not be decoded: {e.error_string}") from None
+    if read > limit:
+        raise AudioError(too_long(source, None, max_seconds))
+    wav = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if len(wav) == 0:
+        raise AudioError(f"{source} holds no samples")
+    check_finite(wav, source)
+    return wav, rate
+
+
+def too_long(source: str, seconds: float | None, max_seconds: float) -> str:
+    said = f"{seconds:.0f} s long" if seconds is not None else f"longer than {max_seconds:.0f} s"
+    return f"{source} is {said}; voices take at most {max_seconds:.0f} s (5-10 s of clean speech works best)"

@@ -133,8 +133,10 @@ class Chatterbox:
 
     # ------------------------------------------------------------------ synthesis
     def text_tokens(self, text: str, language_id: str | None = None) -> torch.Tensor:
-        """Normalised, tokenized text with start/stop tokens: (1, n) on the model's device."""
-        ids = self.FAMILY.encode(self.tokenizer, normalize_text(text), language_id)
+        """Normalised, tokenized text with start/stop tokens: (1, n) on the model's device. Control tokens typed in
+        the text go before normalisation, which would otherwise see `[STOP]` as the text's last word."""
+        text = normalize_text(self.tokenizer.drop_control_tokens(text))
+        ids = self.FAMILY.encode(self.tokenizer, text, language_id)
         cfg = self.t3.cfg
         if len(ids) > cfg.max_text_tokens:
             raise TextError(f"text is {len(ids)} tokens long; the model takes at most {cfg.max_text_tokens} "

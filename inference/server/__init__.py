@@ -3,7 +3,7 @@
     python -m inference.server --model tiny --host 127.0.0.1 --port 8000 [--voices DIR] [--max-batch 8] [key=value ...]
 
 Endpoints (errors are OpenAI's {"error": {"message", "type", "param", "code"}}):
-  GET  /health                 {"status": "ok", ...} with the batch and queue state
+  GET  /health (HEAD too)      {"status": "ok", ...} with the batch and queue state
   GET  /v1/models              the model ids accepted as `model` (one model serves them all)
   GET  /v1/voices              {"voices": [...], "openai_voices": {"alloy": "default", ...}}
   POST /v1/voices              multipart/form-data name=NAME file=@clip.wav -> a voice, saved into the voices folder
@@ -18,7 +18,9 @@ Endpoints (errors are OpenAI's {"error": {"message", "type", "param", "code"}}):
 Requests in flight are decoded by T3 as one batch (continuous batching: they join and leave at step boundaries);
 S3Gen turns their tokens into audio chunk by chunk, the stream closest to running dry first (see engine.py). A
 client that leaves cancels its request. With `api_key` set (or CHATTERBOX_API_KEY), every endpoint, the WebSocket
-included, wants `Authorization: Bearer <key>`; web pages of other origins are refused unless in `cors_origins`.
+included, wants `Authorization: Bearer <key>`; web pages of other origins are refused unless in `cors_origins`, and
+requests addressed to a host name other than localhost unless it is in `allowed_hosts` (DNS rebinding). On
+SIGTERM, streams in progress get `shutdown_grace_seconds` to finish, then are cancelled.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..chatterbox import load_chatterbox
     from .app import create_app
     from .engine import Engine
+    from .guard import body_limit
     from .voices import VoiceStore
 
     model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
@@ -60,5 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(model, cfg.max_batch, cfg.max_queue)
     log.info("serving %s on http://%s:%d (batch of %d, %s)", cfg.model, cfg.host, cfg.port, cfg.max_batch,
              "API key required" if api_key else "no API key: anyone who can connect may use it")
-    uvicorn.run(create_app(engine, voices, cfg, api_key), host=cfg.host, port=cfg.port, log_level="info")
+    uvicorn.run(create_app(engine, voices, cfg, api_key), host=cfg.host, port=cfg.port, log_level="info",
+                ws_max_size=body_limit(cfg, "/v1/audio/stream"), timeout_graceful_shutdown=cfg.shutdown_grace_seconds)
     return 0

@@ -1,5 +1,5 @@
 """The server's web app: the endpoints (`routes/`) over one `SpeechService`, OpenAI-shaped errors, and in front
-of everything the API key and origin check (`Guard`) and CORS."""
+of everything the host, origin, API key and body size checks (`Guard`) and CORS."""
 from __future__ import annotations
 
 from fastapi import FastAPI
@@ -20,7 +20,7 @@ def create_app(engine: Engine, voices: VoiceStore, cfg: ServerConfig, api_key: s
     add_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(Guard, api_key=api_key, origins=cfg.cors_origins)  # inside CORS: refusals get its headers
-    app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+    app.add_middleware(Guard, cfg=cfg, api_key=api_key)  # inside CORS: refusals get its headers
+    app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
                        allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Sample-Rate", "Retry-After"])
     return app

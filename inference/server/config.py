@@ -42,6 +42,11 @@ class ServerConfig:
     max_voice_seconds: float = 60.0  # longer voice uploads: 400
     api_key: str = ""  # required as `Authorization: Bearer KEY` on every endpoint; "" : none (env CHATTERBOX_API_KEY)
     cors_origins: tuple[str, ...] = ()  # web origins allowed to call (browsers); () : none
+    # host names requests may be sent to besides IP addresses and localhost (a defence against DNS rebinding):
+    # the names of a public server or of its proxy, e.g. ("tts.example.com",); ".example.com": it and subdomains;
+    # "*": any
+    allowed_hosts: tuple[str, ...] = ()
+    shutdown_grace_seconds: float = 10.0  # on SIGTERM, streams still running after this are cancelled
     max_chars: int = 5000  # longer input gets 413
     max_batch: int = 8  # requests decoded together by T3 (1: one after another)
     max_queue: int = 16  # requests waiting for a batch slot beyond this get 503 (0: no waiting line)
@@ -60,6 +65,8 @@ class ServerConfig:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
+        if self.shutdown_grace_seconds < 0:
+            raise ValueError(f"shutdown_grace_seconds must be 0 or more, got {self.shutdown_grace_seconds}")
         check_limits(self.stream_settings())
 
     def stream_settings(self) -> dict:

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..models.rates import S3GEN_SR
 from ..streaming import Utterance
 from .batching import Decoding, T3Batcher
 
@@ -72,6 +73,7 @@ class Engine:
         self.lock = threading.Condition()
         self.completed = self.cancelled = self.failed = 0
         self.tokens_decoded = 0
+        self.audio_samples = 0  # sent to clients: shows how much work a cancelled request still cost
         self.durations: collections.deque[float] = collections.deque(maxlen=50)
         self.threads = [threading.Thread(target=self._t3_loop, name="t3-batch", daemon=True),
                         threading.Thread(target=self._s3gen_loop, name="s3gen", daemon=True)]
@@ -98,7 +100,8 @@ class Engine:
         with self.lock:
             return {"in_batch": len(self.batcher.active), "queued": len(self.waiting), "streams": len(self.jobs),
                     "completed": self.completed, "cancelled": self.cancelled, "failed": self.failed,
-                    "batch_steps": self.batcher.steps, "tokens_decoded": self.tokens_decoded}
+                    "batch_steps": self.batcher.steps, "tokens_decoded": self.tokens_decoded,
+                    "audio_seconds": round(self.audio_samples / S3GEN_SR, 3)}
 
     def _queue_piece(self, job: Job, front: bool) -> None:
         """Called with the lock held: the job's next piece waits for the batch (a continuing job goes first)."""
@@ -182,6 +185,7 @@ class Engine:
                 for token in tokens:
                     chunk = job.utterance.feed(token)
                     if chunk is not None:
+                        self.audio_samples += len(chunk.audio)
                         job.deliver(chunk)
             except Exception as e:  # noqa: BLE001 - this request fails, the others go on
                 log.exception("S3Gen failed on a request")

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +32,10 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+class ClientGone(Exception):
+    """The client left before its answer was ready; its work is cancelled and nothing is sent."""
+
+
 def validation_error(e: ValidationError | RequestValidationError) -> ApiError:
     """A 400 naming the first bad field as `param` and every problem in the message."""
     first = e.errors()[0]
@@ -53,6 +57,10 @@ async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
     return ApiError(e.status_code, str(e.detail)).response()
 
 
+async def _gone(_: Request, __: ClientGone) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the access log shows it
+
+
 async def _crashed(_: Request, e: Exception) -> JSONResponse:
     log.exception("request failed")
     return ApiError(500, f"the server failed on this request ({type(e).__name__})").response()
@@ -61,6 +69,7 @@ async def _crashed(_: Request, e: Exception) -> JSONResponse:
 def add_error_handlers(app: FastAPI) -> None:
     """Answer our errors, FastAPI's own (validation, 404, 405) and crashes in OpenAI's shape."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ClientGone, _gone)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _crashed)

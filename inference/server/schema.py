@@ -25,7 +25,7 @@ def _limited(name: str):
 class SynthesisOptions(BaseModel):
     """Sampling and streaming settings a client may set; absent ones take the model's defaults."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)  # strict: `"seed": true` is no 1
 
     voice: str = Field(default="default", pattern=VOICE_NAME)
     language_id: str | None = Field(default=None, min_length=2, max_length=8)

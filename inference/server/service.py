@@ -71,7 +71,7 @@ class SpeechService:
         try:
             await asyncio.to_thread(self.voices.add, name, clip, self.cfg.max_voice_seconds)
         except VoiceError as e:
-            raise ApiError(e.status, str(e), "name" if e.status == 409 else "file") from None
+            raise ApiError(e.status, str(e), e.param) from None
         except AudioError as e:
             raise ApiError(400, str(e), "file") from None
 

@@ -5,30 +5,33 @@ name not yet loaded here is looked for there before it is refused.
 """
 from __future__ import annotations
 
-import io
 import logging
 import re
 import threading
+from dataclasses import fields
 from pathlib import Path
 
 import soundfile as sf
 
-from ..audio import AudioError, NonFiniteAudio, check_finite
+from ..audio import AudioError, decode_clip
 from ..conditionals import Conditionals
+from .config import OpenAIVoices
 from .schema import VOICE_NAME
 
 log = logging.getLogger("inference.server")
 
 BUILT_IN = "default"
+OPENAI_NAMES = tuple(f.name for f in fields(OpenAIVoices))  # clients ask for these without uploading anything
 CLIP_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 class VoiceError(ValueError):
-    """A voice request that cannot be met; `status` is the HTTP status to answer with."""
+    """A voice request that cannot be met; `status` is the HTTP status to answer with, `param` the field at fault
+    in an upload."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, param: str = "file"):
         super().__init__(message)
-        self.status = status
+        self.status, self.param = status, param
 
 
 class VoiceStore:
@@ -44,6 +47,11 @@ class VoiceStore:
         return sorted(set(self.voices) | on_disk)
 
     def load_folder(self) -> None:
+        if self.folder is not None and self.folder.is_dir():
+            for path in sorted(set(self.folder.iterdir()) - set(self._clips())):
+                if path.suffix.lower() in CLIP_SUFFIXES and path.stem != BUILT_IN:
+                    log.warning("voice file %r ignored: its name is not a voice name (1-64 letters, digits, '-' or "
+                                "'_', starting with a letter or digit)", path.name)
         for path in self._clips():
             try:
                 self._prepare_file(path)
@@ -54,7 +62,7 @@ class VoiceStore:
         """The voice called `name`, loaded from the folder on first use (another replica may have saved it)."""
         if name in self.voices:
             return self.voices[name]
-        if re.match(VOICE_NAME, name):
+        if re.fullmatch(VOICE_NAME, name):
             for path in self._clips():
                 if path.stem == name:
                     return self._prepare_file(path)
@@ -62,22 +70,10 @@ class VoiceStore:
 
     def add(self, name: str, data: bytes, max_seconds: float) -> None:
         """Make a voice of an uploaded clip and save the clip into the folder (FLAC: lossless, compact)."""
-        if not re.match(VOICE_NAME, name):
-            raise VoiceError("a voice name is 1-64 letters, digits, '-' or '_', starting with a letter or digit")
-        if name == BUILT_IN or (name in self.names() and not self.allow_overwrite):
-            raise VoiceError(f"voice {name!r} exists; this server does not replace voices "
-                             "(allow_voice_overwrite = true lets uploads replace all but the built-in one)", 409)
+        self.check_new_name(name)
         try:
-            wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-            raise VoiceError(f"the upload is not audio this server reads (WAV, FLAC, Ogg, MP3): {e}") from None
-        if len(wav) / rate > max_seconds:
-            raise VoiceError(f"the clip is {len(wav) / rate:.0f} s long; voices take at most {max_seconds:.0f} s "
-                             "(5-10 s of clean speech works best)")
-        mono = wav.mean(axis=1)
-        try:
-            check_finite(mono, "the clip")
-        except NonFiniteAudio as e:
+            mono, rate = decode_clip(data, max_seconds, "the upload")
+        except AudioError as e:
             raise VoiceError(str(e)) from None
         with self.lock:
             conds = self.model.prepare_conditionals_from_array(mono, rate, source="the uploaded clip")
@@ -90,10 +86,31 @@ class VoiceStore:
             sf.write(self.folder / f"{name}.flac", mono, rate, subtype="PCM_16")
             log.info("voice %r saved to the voices folder", name)
 
+    def check_new_name(self, name: str) -> None:
+        """A name an upload may take: well formed (the whole of it: `default\\n` is not `default`), not the built-in
+        voice, and neither an existing voice nor an OpenAI voice name unless overwriting is allowed (an upload
+        named `alloy` would otherwise replace what every client asking for `alloy` hears). Names differing only
+        in case clash: they would be one file on a case-insensitive volume, and two voices to a listener."""
+        if not re.fullmatch(VOICE_NAME, name):
+            raise VoiceError("a voice name is 1-64 letters, digits, '-' or '_', starting with a letter or digit",
+                             param="name")
+        taken = {n.lower(): n for n in [*self.names(), *OPENAI_NAMES]}
+        clash = taken.get(name.lower())
+        if clash is None or (clash == name and clash != BUILT_IN and self.allow_overwrite):
+            return
+        what = f"an OpenAI voice name ({clash!r})" if clash in OPENAI_NAMES and clash not in self.names() \
+            else f"the voice {clash!r}"
+        said = f"{name!r} is {what}" if clash == name else f"{name!r} differs from {what} only in case"
+        rule = "the built-in voice is never replaced" if clash == BUILT_IN else \
+            "names differing only in case are refused" if clash != name else \
+            "this server does not replace voices or take OpenAI's names (allow_voice_overwrite = true lets it)"
+        raise VoiceError(f"{said}: {rule}", 409, "name")
+
     def _clips(self) -> list[Path]:
         if self.folder is None or not self.folder.is_dir():
             return []
-        return sorted(p for p in self.folder.iterdir() if p.suffix.lower() in CLIP_SUFFIXES and p.stem != BUILT_IN)
+        return sorted(p for p in self.folder.iterdir()
+                      if p.suffix.lower() in CLIP_SUFFIXES and p.stem != BUILT_IN and re.fullmatch(VOICE_NAME, p.stem))
 
     def _prepare_file(self, path: Path) -> Conditionals:
         with self.lock:

@@ -29,38 +29,11 @@ from inference.server.app import create_app
 from inference.server.engine import Engine
 from inference.server.voices import VoiceStore
 from inference.settings import PROJECT_ROOT
+from server_process import MAX_TOKENS, launch, wait_ready
 
 TOKEN_BYTES = 960 * 2  # one speech token of 16-bit audio
-MAX_TOKENS = 16  # per sentence: the tiny preset rarely stops by itself
 KEY = "sk-test-7d1f0c5e"
 ALLOWED = "http://app.example"
-
-
-def launch(log: Path, *flags: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
-    """`python -m inference.server` with the test settings, started but not yet ready (see `wait_ready`)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "inference.server", "--model", "tiny", "--port", str(port),
-                                 "--max-new-tokens", str(MAX_TOKENS), "--chunk-size", "16", "--max-chars", "400",
-                                 "--prompt-tokens", "25", *flags],  # 1 s of voice prompt per chunk: S3Gen ~2x cheaper
-                                cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    return f"http://127.0.0.1:{port}", proc
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, headers: dict) -> None:
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2, headers=headers).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class GraphemeTokenizer:
             raise TextError(f"tokenizer vocabulary lacks required token(s): {', '.join(missing)}")
         self._tokenizer = tokenizer
         self._unk_id = tokenizer.token_to_id(UNK)
+        added = sorted((t.content for t in tokenizer.get_added_tokens_decoder().values()), key=len, reverse=True)
+        # a token goes with one space before it: "Hello [STOP] world" -> "Hello world"
+        self._control = re.compile(f" ?(?:{'|'.join(map(re.escape, added))})", re.IGNORECASE) if added else None
 
     @classmethod
     def _load(cls, path: str | Path) -> Tokenizer:
@@ -56,6 +60,22 @@ class GraphemeTokenizer:
     @property
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def drop_control_tokens(self, text: str) -> str:
+        """User text without the vocabulary's control tokens ([START], [STOP], a language tag such as [fr]).
+
+        Only our code may place them: a `[STOP]` typed in the text would otherwise be read as the end of the text
+        in the middle of it, a `[fr]` would switch language. They are dropped (not spelled out as brackets and
+        letters, which would be spoken), with a warning; case is ignored, as the multilingual model lowercases."""
+        self._check_text(text)
+        if self._control is None or not (found := self._control.findall(text)):
+            return text
+        self._log.warning("removed from the text: %s (control tokens are placed by the model's code only)",
+                          " ".join(sorted({f.strip() for f in found})))
+        text = self._control.sub("", text)
+        if not text.strip():
+            raise TextError("the text holds nothing but control tokens such as [STOP]")
+        return text
 
     def _encode_prepared(self, text: str) -> list[int]:
         """Encode text whose spaces are still literal; the vocabularies spell a space `[SPACE]`."""
@@ -87,6 +107,11 @@ class GraphemeTokenizer:
             raise TextError(f"text must be a str, got {type(text).__name__}")
         if not text:
             raise TextError("text is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TextError(f"text holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is not "
+                            "text: send valid Unicode") from None
 
     @staticmethod
     def _as_batch(ids: list[int]) -> torch.LongTensor:
@@ -102,7 +127,7 @@ class EnTokenizer(GraphemeTokenizer):
 
     def encode(self, text: str) -> list[int]:
         self._check_text(text)
-        return self._encode_prepared(text)
+        return self._encode_prepared(self.drop_control_tokens(text))
 
     def text_to_tokens(self, text: str) -> torch.LongTensor:
         return self._as_batch(self.encode(text))

@@ -35,7 +35,8 @@ class MTLTokenizer(GraphemeTokenizer):
         if lowercase:
             text = text.lower()
         if nfkd:
-            text = unicodedata.normalize("NFKD", text)
+            text = unicodedata.normalize("NFKD", text)  # before the control tokens go: NFKD makes ［ＳＴＯＰ］ [STOP]
+        text = self.drop_control_tokens(text)
         text = prepare_text(text, code, self.model_dir)
         return self._encode_prepared(f"[{code}]{text}")
 

@@ -11,7 +11,7 @@ MODEL_IDS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted a
 router = APIRouter()
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD
 async def health(service: SpeechService = Depends(get_service)):
     return {"status": "ok", "model": service.cfg.model, "sample_rate": S3GEN_SR, "voices": len(service.voices.names()),
             "max_batch": service.cfg.max_batch, **service.engine.stats()}

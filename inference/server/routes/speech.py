@@ -6,6 +6,7 @@ after that cuts the audio stream (or sends an SSE `error` event) rather than end
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,8 @@ from pydantic import ValidationError
 from ...models.s3gen.s3gen import S3GEN_SR
 from ...streaming import TOKEN_SAMPLES
 from ..audio_formats import CONTENT_TYPES, StreamEncoder, whole_wav
-from ..errors import ApiError, validation_error
+from ..errors import ApiError, ClientGone, validation_error
+from ..json_body import read_json
 from ..schema import SpeechRequest
 from ..service import SpeechService, Synthesis, get_service
 
@@ -38,7 +40,7 @@ async def speech(request: Request, service: SpeechService = Depends(get_service)
     synthesis = await service.start(req, req.input)
     headers = {"X-Sample-Rate": str(S3GEN_SR)}
     if not req.stream:
-        data = await whole_file(synthesis, encoder, req)
+        data = await whole_file(request, synthesis, encoder, req)
         return Response(data, media_type=CONTENT_TYPES[req.response_format], headers=headers)
     if req.stream_format == "sse":
         return StreamingResponse(sse_events(synthesis, encoder), media_type="text/event-stream", headers=headers)
@@ -48,23 +50,46 @@ async def speech(request: Request, service: SpeechService = Depends(get_service)
 
 async def parse_request(request: Request) -> SpeechRequest:
     """The JSON body as a SpeechRequest; read by hand so that every failure is OpenAI's error shape."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    kind, _, params = request.headers.get("content-type", "").partition(";")
+    if kind.strip().lower() != "application/json":
         raise ApiError(415, "send the request as JSON (Content-Type: application/json)")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset" in params.lower() else "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(400, f"the body is declared as {charset}; JSON is sent as UTF-8 (RFC 8259)")
     try:
-        return SpeechRequest.model_validate(json.loads(await request.body()))
-    except json.JSONDecodeError as e:
-        raise ApiError(400, f"the body is not JSON: {e}") from None
+        return SpeechRequest.model_validate(read_json(await request.body()))
     except ValidationError as e:
         raise validation_error(e) from None
 
 
-async def whole_file(synthesis: Synthesis, encoder: StreamEncoder, req: SpeechRequest) -> bytes:
-    """All the audio, encoded once complete; a WAV then carries its true sizes, as a seekable player expects."""
-    audio = [chunk.audio async for chunk in synthesis.chunks()]
-    whole = np.concatenate(audio) if audio else np.zeros(0, np.float32)
+async def whole_file(request: Request, synthesis: Synthesis, encoder: StreamEncoder, req: SpeechRequest) -> bytes:
+    """All the audio, encoded once complete; a WAV then carries its true sizes, as a seekable player expects.
+
+    Nothing is sent until the end, so nothing would notice a client that leaves: the disconnect is watched for
+    and cancels the synthesis (ClientGone)."""
+    collecting = asyncio.create_task(collect(synthesis))
+    gone = asyncio.create_task(disconnected(request))
+    await asyncio.wait({collecting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if not collecting.done():
+        collecting.cancel()  # its chunks() ends: the job is cancelled
+        log.info("client gone before its whole file was ready: its request was cancelled")
+        raise ClientGone()
+    whole = collecting.result()
     if req.response_format == "wav":
         return whole_wav(whole, S3GEN_SR, req.speed)
     return encoder.encode(whole) + encoder.finish()
+
+
+async def collect(synthesis: Synthesis) -> np.ndarray:
+    audio = [chunk.audio async for chunk in synthesis.chunks()]
+    return np.concatenate(audio) if audio else np.zeros(0, np.float32)
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read by now: the next message can only be the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def audio_stream(request: Request, synthesis: Synthesis, encoder: StreamEncoder) -> AsyncIterator[bytes]:

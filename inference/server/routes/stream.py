@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ...models.s3gen.s3gen import S3GEN_SR
 from ..audio_formats import StreamEncoder
 from ..errors import ApiError, validation_error
+from ..json_body import read_json
 from ..schema import StreamStart, SynthesisOptions
 from ..sentences import SentenceAssembler, TextTooLong
 from ..service import SpeechService, get_service
@@ -32,14 +33,14 @@ router = APIRouter()
 async def stream(ws: WebSocket, service: SpeechService = Depends(get_service)):
     await ws.accept()
     session = TextStream(ws, service)
-    receiver = asyncio.create_task(session.receive())
+    receiver, speaker = asyncio.create_task(session.receive()), asyncio.create_task(session.speak())
     try:
-        chunks = await session.speak(receiver)
+        chunks = await until_spoken(receiver, speaker)
         await ws.send_text(json.dumps({"type": "done", "chunks": chunks}))
         await ws.close()
     except WebSocketDisconnect:
-        log.info("websocket client left")
-    except (ApiError, ValidationError, json.JSONDecodeError, VoiceError) as e:
+        log.info("websocket client left: its synthesis was cancelled")
+    except (ApiError, ValidationError, VoiceError) as e:
         if isinstance(e, ValidationError):
             e = validation_error(e)
         detail = e.message if isinstance(e, ApiError) else str(e)
@@ -51,6 +52,19 @@ async def stream(ws: WebSocket, service: SpeechService = Depends(get_service)):
         await ws.close(code=1011)
     finally:
         receiver.cancel()
+        speaker.cancel()
+
+
+async def until_spoken(receiver: asyncio.Task, speaker: asyncio.Task) -> int:
+    """The speaker's result (chunks sent). What goes wrong on the client's side (a bad message, the client gone)
+    is raised as soon as it happens, and the speaker is cancelled then: its synthesis stops at once."""
+    pending = {receiver, speaker}
+    while speaker in pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if receiver in done and receiver.exception() is not None:
+            speaker.cancel()
+            raise receiver.exception()
+    return speaker.result()
 
 
 class TextStream:
@@ -72,8 +86,8 @@ class TextStream:
                 raise WebSocketDisconnect(message.get("code", 1000))
             if message.get("text") is None:
                 raise ApiError(400, "binary frames are not accepted: send JSON text messages")
-            message = json.loads(message["text"])
-            kind = message.get("type") if isinstance(message, dict) else None
+            message = read_json(message["text"], "the message")
+            kind = message.get("type")
             if kind == "start" and not started:
                 start = StreamStart.model_validate(message)
                 self.options = SynthesisOptions.model_validate(start.model_dump(exclude={"type"}))
@@ -95,19 +109,10 @@ class TextStream:
                                     "text or end")
             started = True
 
-    async def speak(self, receiver: asyncio.Task) -> int:
+    async def speak(self) -> int:
         """Synthesise each sentence as it is complete and send its audio; returns the number of chunks sent."""
         index = 0
-        while True:
-            getter = asyncio.create_task(self.sentences.get())
-            finished, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in finished:
-                getter.cancel()
-                receiver.result()  # raises what went wrong with the client's messages
-                continue
-            sentence = getter.result()
-            if sentence is None:
-                return index
+        while (sentence := await self.sentences.get()) is not None:
             encoder = StreamEncoder("pcm", S3GEN_SR, self.options.speed)
             synthesis = await self.service.start(self.options, sentence)
             async for chunk in synthesis.chunks():
@@ -118,3 +123,4 @@ class TextStream:
                 index += 1
             if tail := encoder.finish():
                 await self.ws.send_bytes(tail)
+        return index
