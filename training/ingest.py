@@ -8,9 +8,11 @@ of wondering why the tuned voice sounds wrong.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ import numpy as np
 import soundfile as sf
 
 from inference.audio import CLIP_LEVEL, AudioError, NonFiniteAudio, is_silent, load_audio
+
+from .transcribe import TranscriptError, check_transcript_files
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ _SILENT_FRAME_DB = -60.0
 _FRAME, _HOP = 2048, 512  # silence-analysis frames (librosa's defaults, ~85 ms at 24 kHz)
 _PAD_SECONDS = 0.1  # context kept around each segment so onsets and decays are not chopped off
 _CUT_WINDOW_S, _CUT_HOP_S = 0.025, 0.010  # energy frames used to find the quietest cut point
-_CACHE_VERSION = "ingest-v1"  # part of segment names: bump when segmentation changes so stale files are not reused
+_DC_OFFSET = 0.01  # a mean level above this share of full scale is a DC offset (speech averages ~0.001)
+_CACHE_VERSION = "ingest-v2"  # part of segment names: bump when segments change so stale files are not reused
 
 
 @dataclass
@@ -65,13 +70,17 @@ class IngestConfig:
 
 @dataclass
 class Clip:
-    """Audio to train on: `path` holds `source[start:end]` (seconds), or is `source` itself when used whole."""
+    """Audio to train on: `path` holds `source[start:end]` (seconds), or is `source` itself when used whole.
+
+    `whole` clips are the entire recording, so the user's transcript of `source` is theirs as written; `path`
+    is then `source`, or a corrected copy in the cache (a DC offset removed)."""
 
     source: Path
     path: Path
     start: float
     end: float
     duration: float
+    whole: bool = True
 
 
 @dataclass
@@ -132,11 +141,12 @@ def ingest(audio_dir: str | Path, cache_dir: str | Path, cfg: IngestConfig | Non
             if path.suffix.lower() not in cfg.extensions:
                 raise _Skip(f"unsupported format ({path.suffix or 'no extension'}; read are "
                             f"{' '.join(cfg.extensions)}: convert it, e.g. ffmpeg -i {path.name} {path.stem}.wav)")
-            if path.stat().st_size == 0:
+            if _regular_file_size(path) == 0:
                 raise _Skip("empty (0 bytes)")
             digest = _file_digest(path)
             if digest in kept_digests:
                 raise _Skip(f"duplicate: same bytes as {kept_digests[digest]}")
+            _check_transcript(path)
             report.clips.extend(_clips_for(path, digest, cache_dir, cfg, report.warnings))
             kept_digests[digest] = path
         except _Skip as skip:
@@ -165,6 +175,42 @@ def _is_note(path: Path) -> bool:
     return path.suffix.lower() in _NOTE_SUFFIXES or path.name.lower().startswith(_NOTE_STEMS)
 
 
+def _regular_file_size(path: Path) -> int:
+    """Size of the file `path` leads to; _Skip for a link that leads nowhere, or a pipe or device that reading
+    would hang on."""
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise _Skip(_stat_problem(path, e)) from e
+    if not stat.S_ISREG(info.st_mode):
+        raise _Skip("not a regular file (a pipe, socket or device)")
+    return info.st_size
+
+
+def _stat_problem(path: Path, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return f"symlink loop ({path.name} -> {_link_target(path)} never reaches a file): fix or delete the link"
+    if error.errno == errno.ENOENT and path.is_symlink():
+        return f"broken link (points to {_link_target(path)}, which does not exist): fix or delete the link"
+    return f"unreadable: {error.strerror or error}"
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _check_transcript(path: Path) -> None:
+    """_Skip a recording whose transcript file cannot be read as text: training it on Whisper's words instead
+    would quietly drop what the user wrote."""
+    try:
+        check_transcript_files(path)
+    except TranscriptError as e:
+        raise _Skip(f"unreadable transcript ({e})") from e
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     try:
@@ -179,19 +225,14 @@ def _file_digest(path: Path) -> str:
 def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
                warnings: list[tuple[Path, str]]) -> list[Clip]:
     """Check one file and return it whole or as cached segments; raise _Skip if it is unusable. Problems that
-    do not make a file unusable are appended to `warnings` and logged."""
+    do not make a file unusable are appended to `warnings` and logged; a DC offset is removed (in a cached
+    copy: `audio_dir` is never written)."""
     sr = cfg.sample_rate
-    try:
-        wav = load_audio(path, sr)
-    except NonFiniteAudio as e:
-        raise _Skip("non-finite samples (NaN or infinity)") from e
-    except (AudioError, OSError) as e:
-        raise _Skip(f"unreadable: {e}") from e
-
+    wav, offset = _without_dc_offset(_read(path, sr))
     rms = librosa.feature.rms(y=wav, frame_length=_FRAME, hop_length=_HOP)[0]
     loudest_db = 20 * np.log10(max(float(rms.max()), 1e-12))
     if is_silent(wav) or loudest_db < _SILENT_FRAME_DB:
-        raise _Skip("silent")
+        raise _Skip(f"silent (nothing but a DC offset of {offset:+.2f})" if offset else "silent")
 
     clipped, flat, peak, native_sr = _clipping(path)
     if clipped > cfg.max_clipped_fraction:
@@ -208,24 +249,56 @@ def _clips_for(path: Path, digest: str, cache_dir: Path, cfg: IngestConfig,
     _, (a, b) = librosa.effects.trim(wav, top_db=cfg.silence_top_db, frame_length=_FRAME, hop_length=_HOP)
     if (b - a) / sr < cfg.min_seconds:
         raise _Skip(f"too short ({(b - a) / sr:.2f} s of sound)")
+    if offset:
+        log.info("%s: DC offset of %+.3f (its mean level, a fault of the microphone or interface) removed; "
+                 "the clip is used from a corrected copy in the cache", path, offset)
 
     duration = len(wav) / sr
     if duration <= cfg.max_seconds:
-        return [Clip(source=path, path=path, start=0.0, end=duration, duration=duration)]
-
+        if not offset:
+            return [Clip(source=path, path=path, start=0.0, end=duration, duration=duration)]
+        return _cached_clips(path, wav, [(0, len(wav))], digest, cache_dir, cfg)
     spans = plan_segments(wav, cfg)
     if not spans:
         raise _Skip("no usable segments")
+    return _cached_clips(path, wav, spans, digest, cache_dir, cfg)
+
+
+def _read(path: Path, sr: int) -> np.ndarray:
+    try:
+        return load_audio(path, sr)
+    except NonFiniteAudio as e:
+        raise _Skip("non-finite samples (NaN or infinity)") from e
+    except (AudioError, OSError) as e:
+        raise _Skip(f"unreadable: {e}") from e
+
+
+def _without_dc_offset(wav: np.ndarray) -> tuple[np.ndarray, float]:
+    """(`wav` centred on zero, the offset removed), or (`wav`, 0.0) when its mean is within _DC_OFFSET. An
+    offset is no fault of the voice: it hides pauses from the silence checks and shifts every sample, but
+    taking it away leaves the speech as it was."""
+    offset = float(wav.mean(dtype=np.float64))
+    if abs(offset) <= _DC_OFFSET:
+        return wav, 0.0
+    return (wav - np.float32(offset)).astype(np.float32), offset
+
+
+def _cached_clips(path: Path, wav: np.ndarray, spans: list[tuple[int, int]], digest: str, cache_dir: Path,
+                  cfg: IngestConfig) -> list[Clip]:
+    """Clips of `wav[s:e]` for each span, written to `cache_dir/segments/` under names made from the file's
+    content and the settings that shape them (a re-run reuses them)."""
+    sr = cfg.sample_rate
     key = f"{_CACHE_VERSION}|{sr}|{cfg.target_min_seconds}|{cfg.max_seconds}|{cfg.silence_top_db}|{digest}"
     prefix = hashlib.sha256(key.encode()).hexdigest()[:16]
     seg_dir = cache_dir / "segments"
     seg_dir.mkdir(parents=True, exist_ok=True)
+    whole = spans == [(0, len(wav))]
     clips = []
     for i, (s, e) in enumerate(spans):
         out = seg_dir / f"{prefix}_{i}.wav"
         if not out.is_file():  # written atomically, so an existing file is complete
             _write_wav(out, wav[s:e], sr)
-        clips.append(Clip(source=path, path=out, start=s / sr, end=e / sr, duration=(e - s) / sr))
+        clips.append(Clip(source=path, path=out, start=s / sr, end=e / sr, duration=(e - s) / sr, whole=whole))
     return clips
 
 
@@ -234,16 +307,19 @@ def _clipping(path: Path) -> tuple[float, float, float, int]:
     rate), from the raw samples of every channel, read before resampling smears the flat tops.
 
     A file limited at some level and then scaled (peak 0.89, say) never reaches full scale, but its tops are
-    runs of identical samples at its peak. Natural speech meets its peak in a sample or two.
+    runs of identical samples at its peak. Natural speech meets its peak in a sample or two. Full scale is
+    judged on the raw samples (a rail is a rail, whatever the offset); flat tops around each channel's centre,
+    so that the level a DC offset holds through pauses is not taken for one.
     """
     try:
         data, native_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # load_audio read it a moment ago; a failure here is still a bad file
         raise _Skip(f"unreadable: {e}") from e
-    mag = np.abs(data)
-    peak = float(mag.max(initial=0.0))
     total = max(data.size, 1)
-    full = int(np.count_nonzero(mag >= CLIP_LEVEL)) / total
+    full = int(np.count_nonzero(np.abs(data) >= CLIP_LEVEL)) / total
+    means = data.mean(axis=0, dtype=np.float64)
+    mag = np.abs(data - np.where(np.abs(means) > _DC_OFFSET, means, 0.0).astype(np.float32))
+    peak = float(mag.max(initial=0.0))
     if peak == 0.0:
         return full, 0.0, peak, native_sr
     at_peak = mag >= peak * (1.0 - 1e-4)

@@ -30,7 +30,9 @@ What it does, top to bottom (`train`):
      `merged/` (the adapter folded into T3, checked in float32 against the adapter model, saved with the
      unchanged VE, S3Gen and tokenizer in the official layout).
 
-A run that stops for any reason resumes with `--resume` and ends with the same weights as one that did not.
+A run that stops for any reason resumes with `--resume` and ends with the same weights as one that did not. A
+failed write (a full disk) removes what it half-wrote and prints the last good checkpoint with the command that
+resumes it. Exit status: 0 done, 2 stopped with a message saying what to do, 1 an unexpected error (a traceback).
 """
 from __future__ import annotations
 
@@ -41,11 +43,14 @@ import logging
 import math
 import os
 import random
+import shlex
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -136,6 +141,11 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to do."""
 
 
+class WriteFailed(TrainingError):
+    """A checkpoint or export could not be written (a full disk, a folder that became read-only); nothing
+    half-written is left behind."""
+
+
 # ------------------------------------------------------------------------------------------------ runs
 
 def step_dirs(run_dir: Path) -> list[Path]:
@@ -153,6 +163,43 @@ def find_run(output_dir: Path, run: str, resume: bool) -> Path:
     if not runs:
         raise TrainingError(f"--resume: no run with a checkpoint in {output_dir}")
     return max(runs, key=lambda d: step_dirs(d)[-1].stat().st_mtime)
+
+
+def check_output_dir(cfg: TrainConfig, run_dir: Path) -> None:
+    """Seconds after the start, before any model loads: the run's folder and the cache can be written. Without
+    this, the first write fails minutes later, after the model and the dataset have loaded."""
+    for folder in (run_dir, Path(cfg.output_dir) / ".cache"):
+        existing = nearest_existing(folder)
+        try:
+            with tempfile.TemporaryFile(dir=existing):  # a real write: permissions, read-only mounts, not a folder
+                pass
+        except OSError as e:
+            raise TrainingError(f"cannot write to the output folder {folder} ({existing}: {e.strerror or e}): make "
+                                "it writable, or pick another with --output-dir") from e
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the closest folder above it that exists (where its missing folders will be made)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def resume_command(run_dir: Path) -> str:
+    return (f"python -m training.lora --resume --run {shlex.quote(run_dir.name)} "
+            f"--output-dir {shlex.quote(str(run_dir.parent))}")
+
+
+def write_failure_help(run_dir: Path, what: str, last_saved: Path | None) -> str:
+    """What failed, the room left on the disk (torch.save reports a full disk only as "unexpected pos"), and
+    how to go on from the last good checkpoint."""
+    free = shutil.disk_usage(nearest_existing(run_dir)).free / 1e6
+    text = f"{what}; {free:.1f} MB free on the disk holding {run_dir}."
+    if last_saved is None:
+        return text + (" No checkpoint was saved yet: free some space (or pick another --output-dir) and run the "
+                       "same command again")
+    return text + f" Last good checkpoint: {last_saved}. Free some space, then continue with: {resume_command(run_dir)}"
 
 
 def use_cpu(cfg: TrainConfig) -> bool:
@@ -536,16 +583,17 @@ def adapter_usage(folder: Path, base: str) -> list[str]:
 def save_checkpoint(run_dir: Path, step: int, accelerator, peft_model, optimizer, scheduler, precision: Precision,
                     facts: RunFacts, conds, data_info: dict) -> Path:
     """Write step-<n>/ under a temporary name and rename it into place, then drop the oldest extra ones.
-    Every process stores its own RNG state there; the main process writes the rest."""
+    Every process stores its own RNG state there; the main process writes the rest. A write that fails in any
+    process raises WriteFailed in all of them, with the half-written folder removed."""
     final = run_dir / f"step-{step}"
     tmp = run_dir / f".step-{step}.tmp"
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+
+    def prepare() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+
+    def write_rest() -> None:
         peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub lookup
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": precision.scaler.state_dict(), "data": data_info}, tmp / STATE_FILE)
@@ -557,10 +605,40 @@ def save_checkpoint(run_dir: Path, step: int, accelerator, peft_model, optimizer
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+
+    def write_rng() -> None:
+        torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+
+    what = f"checkpoint {final}"
+    all_written(accelerator, tmp, what, attempt(prepare) if main else None)  # the others wait for the folder
+    all_written(accelerator, tmp, what, attempt(write_rng))
+    all_written(accelerator, tmp, what, attempt(write_rest) if main else None)  # renamed only when all are in
+    if main:
         for old in step_dirs(run_dir)[:-facts.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def attempt(write: Callable[[], None]) -> Exception | None:
+    """Run `write` and return what it raised, if anything. Any exception counts, because a full disk shows up
+    as OSError from open(), SafetensorError from safetensors and RuntimeError ("unexpected pos") from
+    torch.save."""
+    try:
+        write()
+    except Exception as e:  # noqa: BLE001 - reported with its message by WriteFailed
+        return e
+    return None
+
+
+def all_written(accelerator, tmp: Path, what: str, error: Exception | None) -> None:
+    """Raise WriteFailed in every process if any process failed its part, after removing the half-written `tmp`
+    (it would hold the disk's last space). Every process must call it: it is a collective."""
+    if not _sum_over_processes(accelerator, int(error is not None)):
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    raise WriteFailed(f"could not write {what} ({error or 'another process failed to write its part'})") from error
 
 
 def load_training_state(checkpoint: Path, rank: int) -> dict:
@@ -598,18 +676,17 @@ def export(run_dir: Path, peft_model, model, conds, val_rows, facts: RunFacts, s
     written = {}
     if facts.cfg.export in ("adapter", "both"):
         folder = run_dir / "adapter"
-        tmp = run_dir / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub lookup
-        write_base_identity(tmp, facts.base)
-        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(facts.cfg), indent=1))
-        conds.save(tmp / "conds.pt")
-        (tmp / HELDOUT_FILE).write_text(heldout)  # `python -m evaluation` takes its reference voice from here
-        write_model_card(tmp, model_card(f"{run_dir.name} (LoRA adapter)", facts.base, facts.table(step),
-                                         adapter_usage(folder, facts.base["model"])))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        written["adapter"] = folder
+
+        def write_adapter(tmp: Path) -> None:
+            peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub lookup
+            write_base_identity(tmp, facts.base)
+            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(facts.cfg), indent=1))
+            conds.save(tmp / "conds.pt")
+            (tmp / HELDOUT_FILE).write_text(heldout)  # `python -m evaluation` takes its reference voice from here
+            write_model_card(tmp, model_card(f"{run_dir.name} (LoRA adapter)", facts.base, facts.table(step),
+                                             adapter_usage(folder, facts.base["model"])))
+
+        written["adapter"] = publish(folder, write_adapter)
     if facts.cfg.export in ("merged", "both"):
         folder = run_dir / "merged"
         merged, diff = merge_verified(peft_model)
@@ -617,20 +694,33 @@ def export(run_dir: Path, peft_model, model, conds, val_rows, facts: RunFacts, s
         model.t3 = merged.float().cpu()
         model.s3gen.cpu(), model.ve.cpu()
         model.conds = conds.to("cpu")
-        tmp = run_dir / ".merged.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_local(tmp)
-        write_base_identity(tmp, facts.base)
-        (tmp / HELDOUT_FILE).write_text(heldout)
-        write_model_card(tmp, model_card(f"{run_dir.name} (merged)", facts.base, facts.table(step),
-                                         [f"python -m inference.tts --model {folder} --text \"Hello there.\" "
-                                          "--out hello.wav", f"python -m evaluation --tuned-model-path {folder}"]))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        written["merged"] = folder
+
+        def write_merged(tmp: Path) -> None:
+            model.save_local(tmp)
+            write_base_identity(tmp, facts.base)
+            (tmp / HELDOUT_FILE).write_text(heldout)
+            write_model_card(tmp, model_card(f"{run_dir.name} (merged)", facts.base, facts.table(step),
+                                             [f"python -m inference.tts --model {folder} --text \"Hello there.\" "
+                                              "--out hello.wav", f"python -m evaluation --tuned-model-path {folder}"]))
+
+        written["merged"] = publish(folder, write_merged)
     for kind, folder in written.items():
         print(f"{'merged model' if kind == 'merged' else 'adapter'}: {folder}")
     return written.get("merged") or written["adapter"]
+
+
+def publish(folder: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` into a hidden folder beside `folder`, then move it into place: readers never see half an
+    export, and a failed write (WriteFailed) leaves nothing behind to hold the disk's space."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    error = attempt(lambda: write(tmp))
+    if error is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteFailed(f"could not write {folder} ({error})") from error
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
 
 
 # ------------------------------------------------------------------------------------------------ recipe
@@ -644,8 +734,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    # --- data first: no model is loaded before the recordings are known to be enough
+    # --- data first: no model is loaded before the recordings are known to be enough and the output writable
     check_audio_dir(cfg)
+    check_output_dir(cfg, run_dir)
     resolve_model(cfg.transcribe)
     process_state(cfg)
     accelerator = Accelerator(cpu=use_cpu(cfg), mixed_precision="no")  # precision: see Precision
@@ -766,6 +857,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
                     checkpoint()
                 if step == total_steps:
                     break
+    except (WriteFailed, OSError) as e:  # a full disk: metrics.jsonl, a checkpoint
+        raise TrainingError(write_failure_help(run_dir, f"stopped at step {step}: {e}", last_saved)) from e
     except torch.OutOfMemoryError as e:
         raise TrainingError(out_of_memory_help(cfg)) from e
     except RuntimeError as e:
@@ -780,7 +873,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     # --- export: the adapter and/or the merged T3 + the unchanged rest, in the official layout
     out = None
     if accelerator.is_main_process:
-        out = export(run_dir, peft_model, model, conds, val_rows, facts, step)
+        try:
+            out = export(run_dir, peft_model, model, conds, val_rows, facts, step)
+        except WriteFailed as e:
+            raise TrainingError(write_failure_help(run_dir, f"training finished, but {e}", last_saved)) from e
         print(f"metrics plot: {run_dir / 'training_metrics.png'}")
     accelerator.wait_for_everyone()
     return _same_on_every_process(out)
@@ -807,8 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, run_dir, resume_from = resolve_config(args)
         print(f"run: {run_dir}", file=sys.stderr)
         train(cfg, run_dir, resume_from)
-    except (TrainingError, AdapterMismatch, CheckpointError, ValueError, FileNotFoundError,
-            NotADirectoryError, ImportError) as e:
+    except (TrainingError, AdapterMismatch, CheckpointError, ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     release_processes()

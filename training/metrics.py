@@ -12,7 +12,8 @@ Details that matter in practice:
   viewer never reads a half-written image; a failed render leaves the previous image as it was.
 * Matplotlib is driven through `matplotlib.figure.Figure` and the Agg canvas directly. pyplot is never
   imported, so no window opens and the backend a caller chose (a notebook, a GUI) is left alone.
-* A plot failure during training is logged as a warning and training goes on; `plot()` itself raises.
+* A plot failure during training is logged as a warning and training goes on; `plot()` itself raises. A
+  failed write (a full disk) is one warning line, not repeated until a redraw has succeeded again.
 * Non-finite values (a NaN loss, an infinite gradient norm) are written as JSON `null` and drawn as gaps;
   non-finite train losses are also marked with red crosses along the bottom of the loss panel.
 * Resuming (`MetricsLogger.resume(run_dir, plot_path, step)`) reads the existing log so the plot continues
@@ -378,6 +379,7 @@ class MetricsLogger:
         self._last_epoch: Any = None
         self._last_plot: float | None = None  # time.monotonic() of the last render attempt
         self._plotting = True  # turned off if matplotlib is missing
+        self._write_failing = False  # the last render could not be written: its warning was given
         self._closed = False
         self.total_steps = total_steps
         self.max_grad_norm = max_grad_norm
@@ -553,8 +555,15 @@ class MetricsLogger:
             self._plotting = False
             log.warning("matplotlib is unavailable (%s): %s will not be drawn; metrics still go to %s",
                         error, self.plot_path, self.metrics_path)
+        except OSError as error:
+            if not self._write_failing:
+                log.warning("could not write %s (%s); the previous image is kept, and training goes on",
+                            self.plot_path, error)
+            self._write_failing = True
         except Exception:
             log.warning("could not redraw %s; the previous image is kept", self.plot_path, exc_info=True)
+        else:
+            self._write_failing = False
 
     def _maybe_plot(self) -> None:
         if self._last_plot is None or time.monotonic() - self._last_plot >= self.plot_every_seconds:
@@ -570,7 +579,15 @@ class MetricsLogger:
             self._plot_quietly()
         finally:
             self._closed = True
+            self._close_file()
+
+    def _close_file(self) -> None:
+        """Close the log; a line a full disk kept from it is lost with a warning rather than a traceback that
+        would hide why training stopped."""
+        try:
             self._file.close()
+        except OSError as error:
+            log.warning("could not finish writing %s (%s)", self.metrics_path, error)
 
     def __enter__(self) -> "MetricsLogger":
         return self

@@ -76,13 +76,45 @@ class TranscriptCache:
         self._dirty = False
 
 
+class TranscriptError(ValueError):
+    """A transcript file the user supplied that cannot be read as text; the message names it and says what to do."""
+
+
+_SIDE_SUFFIXES = (".txt", ".lab")  # a transcript beside the audio: clip.wav + clip.txt
+
+
+def read_transcript_file(path: Path) -> str:
+    """The text of a transcript file the user wrote (UTF-8, with or without a byte-order mark). A binary file or
+    another encoding is a TranscriptError naming the file, not a bare codec error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TranscriptError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                              "save it as UTF-8, or delete it to have Whisper transcribe") from e
+    except OSError as e:
+        raise TranscriptError(f"{path} cannot be read ({e.strerror or e})") from e
+
+
+def transcript_files(audio: str | Path) -> list[Path]:
+    """The transcript files beside `audio` (`<stem>.txt`, `<stem>.lab`), in the order they are looked up."""
+    audio = Path(audio).absolute()
+    return [side for side in (audio.with_suffix(s) for s in _SIDE_SUFFIXES) if side.is_file()]
+
+
+def check_transcript_files(audio: str | Path) -> None:
+    """Raise TranscriptError if a transcript file beside `audio` cannot be read as text (ingest checks this
+    before any model loads)."""
+    for side in transcript_files(audio):
+        read_transcript_file(side)
+
+
 def _read_metadata(folder: Path) -> dict[str, str]:
     """Transcripts listed in `folder`/metadata.csv (`file,text` with header, or LJSpeech `file|text[|normalised]`)
     and metadata.jsonl (`{"file": ..., "text": ...}`); file names as written there."""
     found: dict[str, str] = {}
     jsonl = folder / "metadata.jsonl"
     if jsonl.is_file():
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8-sig").splitlines(), 1):
+        for n, line in enumerate(read_transcript_file(jsonl).splitlines(), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -91,7 +123,7 @@ def _read_metadata(folder: Path) -> dict[str, str]:
                     log.warning("%s line %d skipped (%s)", jsonl, n, e)
     table = folder / "metadata.csv"
     if table.is_file():
-        lines = table.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_transcript_file(table).splitlines()
         first = next((line for line in lines if line.strip()), "")
         if "|" in first:  # LJSpeech: no quoting; a third column holds the normalised text, preferred when present
             for line in lines:
@@ -124,13 +156,11 @@ class UserTranscripts:
 
     def find(self, audio: str | Path) -> str | None:
         audio = Path(audio).absolute()
-        for suffix in (".txt", ".lab"):
-            side = audio.with_suffix(suffix)
-            if side.is_file():
-                text = " ".join(side.read_text(encoding="utf-8-sig").split())
-                if text:
-                    return text
-                log.warning("%s is empty; ignoring it", side)
+        for side in transcript_files(audio):
+            text = " ".join(read_transcript_file(side).split())
+            if text:
+                return text
+            log.warning("%s is empty; ignoring it", side)
         for folder in (audio.parent, audio.parent.parent):
             table = self._table(folder)
             if not table:
@@ -234,17 +264,19 @@ def transcribe_clips(clips: Sequence, cfg: TranscribeConfig | None = None, cache
                      progress: bool = True, transcriber: Transcriber | None = None) -> dict[str, str]:
     """Text for every ingested clip (training.ingest.Clip), keyed by clip path.
 
-    A clip that is a whole file gets what `transcribe_files` gives it (the user's transcript when there is one).
-    Segments cut from a longer file have no transcript of their own: when the user wrote one for the file, it
-    is split over the segments with `split_transcript` (Whisper's segment texts locate the cuts); when that
-    alignment fails, the file is named in a warning and Whisper's texts are used.
+    A clip that is a whole file (`whole`, even when it is a corrected copy in the cache) gets what
+    `transcribe_files` gives its file (the user's transcript when there is one). Segments cut from a longer file
+    have no transcript of their own: when the user wrote one for the file, it is split over the segments with
+    `split_transcript` (Whisper's segment texts locate the cuts); when that alignment fails, the file is named in
+    a warning and Whisper's texts are used.
     """
-    paths = [str(c.path) for c in clips]
-    texts = transcribe_files(paths, cfg, cache_dir, progress, transcriber)
+    heard = [str(c.source if c.whole else c.path) for c in clips]
+    found = transcribe_files(heard, cfg, cache_dir, progress, transcriber)
+    texts = {str(c.path): found[h] for c, h in zip(clips, heard)}
     user = UserTranscripts()
     by_source: dict[Path, list] = {}
     for clip in clips:
-        if Path(clip.path) != Path(clip.source):
+        if not clip.whole:
             by_source.setdefault(Path(clip.source), []).append(clip)
     aligned = files = 0
     for source, segments in by_source.items():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -47,11 +48,14 @@ def _speak(text: str, tmp: Path) -> np.ndarray:
 
 
 def _snapshot(root: Path) -> dict[str, tuple]:
-    """Everything that would betray a write: names, sizes, mtimes and hashes of files, folder mtimes."""
+    """Everything that would betray a write: names, sizes, mtimes and hashes of files, folder mtimes, links."""
     snap = {}
     for p in sorted(root.rglob("*")):
-        st = p.stat()
         rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            snap[rel] = ("link", os.readlink(p))
+            continue
+        st = p.stat()
         if p.is_dir():
             snap[rel] = ("dir", st.st_mtime_ns)
         else:
@@ -104,6 +108,14 @@ def run(tmp_path_factory):
     sf.write(audio / "sub" / "stereo48k.flac", np.stack([stereo, 0.7 * stereo], axis=1), 48000)
     for name in NOTE_FILES:
         (audio / name).write_text("a transcript\n")
+    os.symlink("loop.wav", audio / "loop.wav")  # stat(): OSError [Errno 40]
+    os.symlink("gone.wav", audio / "dangling.wav")
+    sf.write(audio / "binary_text.wav", _speak(SENTENCES[7], tmp), SR)
+    (audio / "binary_text.txt").write_bytes(b"\x9d\x00\xff not a transcript")
+    sf.write(audio / "dc_offset.wav", _speak(SENTENCES[8], tmp) + 0.3, SR, subtype="PCM_16")
+    sf.write(audio / "dc_only.wav", np.full(3 * SR, 0.3, np.float32), SR, subtype="PCM_16")  # a dead microphone
+    limited_dc = np.clip(loud / np.abs(loud).max() * 2.0, -0.5, 0.5) / 0.5 * 0.8 + 0.1
+    sf.write(audio / "limited_dc.wav", limited_dc, SR)
 
     before = _snapshot(audio)
     report = ingest(audio, cache, IngestConfig())
@@ -153,7 +165,15 @@ def test_bad_files_skipped_with_reasons(run, caplog):
     assert ".mp3" in reasons["voice_memo.m4a"] and "ffmpeg -i voice_memo.m4a voice_memo.wav" in reasons["voice_memo.m4a"]
     assert reasons["empty.wav"] == "empty (0 bytes)"
     assert reasons["nan16k.wav"] == "non-finite samples (NaN or infinity)"
-    assert len(reasons) == 8  # transcripts and notes are ignored, not skipped
+    assert reasons["loop.wav"] == "symlink loop (loop.wav -> loop.wav never reaches a file): fix or delete the link"
+    assert reasons["dangling.wav"] == "broken link (points to gone.wav, which does not exist): fix or delete the link"
+    assert reasons["binary_text.wav"] == (f"unreadable transcript ({run[0] / 'binary_text.txt'} is not UTF-8 text "
+                                          "(byte 0x9d at offset 0): save it as UTF-8, or delete it to have Whisper "
+                                          "transcribe)")
+    assert reasons["dc_only.wav"] == "silent (nothing but a DC offset of +0.30)"
+    limited_dc = r"clipped \(\d+\.\d% of samples flat at the peak, 0\.80 of full scale.*"
+    assert re.fullmatch(limited_dc, reasons["limited_dc.wav"])  # a DC offset does not hide a limiter
+    assert len(reasons) == 13  # transcripts and notes are ignored, not skipped
     with caplog.at_level(logging.WARNING, logger="training.ingest"):
         ingest(run[0], run[1])
     logged = " ".join(r.getMessage() for r in caplog.records)
@@ -187,14 +207,34 @@ def test_narrow_band_kept_with_a_warning(run, tmp_path):
 
 def test_summary_counts(run):
     report = run[2]
-    counts = {"clipped": 2, "empty": 1, "non-finite samples": 1, "silent": 1, "too short": 1, "unreadable": 1,
-              "unsupported format": 1}
+    counts = {"broken link": 1, "clipped": 3, "empty": 1, "non-finite samples": 1, "silent": 2, "symlink loop": 1,
+              "too short": 1, "unreadable": 1, "unreadable transcript": 1, "unsupported format": 1}
     assert report.skip_counts() == counts
     sources = {c.source.name for c in report.clips}
-    assert sources == {"normal.wav", "long.wav", "stereo48k.flac", "memo.mp3", "phone8k.wav"}
+    assert sources == {"normal.wav", "long.wav", "stereo48k.flac", "memo.mp3", "phone8k.wav", "dc_offset.wav"}
     summary = report.summary()
-    assert summary.startswith(f"kept {len(report.clips)} clips from 5 files ({report.minutes:.1f} min)")
-    assert all(f"{k}: {n}" in summary for k, n in counts.items()) and "skipped 8 files" in summary
+    assert summary.startswith(f"kept {len(report.clips)} clips from 6 files ({report.minutes:.1f} min)")
+    assert all(f"{k}: {n}" in summary for k, n in counts.items()) and "skipped 13 files" in summary
+
+
+def test_dc_offset_removed_and_the_clip_kept(run, tmp_path, caplog):
+    """A DC offset is a fault of the microphone, not of the voice: the clip is used, centred, from a copy."""
+    audio, cache, report, _ = run
+    (clip,) = _clips(report, "dc_offset.wav")
+    assert clip.whole and clip.path.parent == cache / "segments" and clip.start == 0.0
+    original = load_audio(audio / "dc_offset.wav", SR)
+    centred = load_audio(clip.path, SR)
+    assert abs(float(original.mean())) > 0.29 and abs(float(centred.mean())) < 1e-6
+    np.testing.assert_allclose(centred, original - original.mean(dtype=np.float64), atol=1e-6)
+    assert clip.duration == pytest.approx(len(original) / SR)
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    shutil.copy(audio / "dc_offset.wav", folder)
+    with caplog.at_level(logging.INFO, logger="training.ingest"):
+        again = ingest(folder, tmp_path / "cache")
+    assert [c.source.name for c in again.clips] == ["dc_offset.wav"] and not again.skipped and not again.warnings
+    assert re.search(r"dc_offset\.wav: DC offset of \+0\.30\d .*removed", caplog.text)
 
 
 def test_audio_dir_unchanged(run):

@@ -3,12 +3,16 @@ a killed run resumes to the same adapter, the merged model loads and equals the 
 stops with a message that says what to do."""
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import re
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,15 +36,24 @@ from training.metrics import load_metrics
 SAMPLE = PROJECT_ROOT / "audio_data" / "espeak_sample"
 MANIFEST = json.loads((PROJECT_ROOT / "tests" / "fixtures" / "espeak_sample.json").read_text())
 SHORT = [f for f in MANIFEST["files"] if len(f["text"]) < 200][:8]
+SPARE = [f for f in MANIFEST["files"] if len(f["text"]) < 200][8]
+# what the bad entries of `audio` add to every run's ingest summary
+BAD_ENTRIES = "skipped 3 files (broken link: 1, symlink loop: 1, unreadable transcript: 1)"
 
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory) -> Path:
-    """Eight short clips of the sample, with their true transcripts beside them (so Whisper is not needed)."""
+    """Eight short clips of the sample, with their true transcripts beside them (so Whisper is not needed), and
+    the bad entries a user's folder collects, which every run here must skip (BAD_ENTRIES): a symlink loop, a
+    dangling link and a clip whose transcript is binary."""
     folder = tmp_path_factory.mktemp("audio")
     for entry in SHORT:
         shutil.copy(SAMPLE / entry["file"], folder / entry["file"])
         (folder / entry["file"]).with_suffix(".txt").write_text(entry["text"])
+    os.symlink("loop.wav", folder / "loop.wav")
+    os.symlink("moved-away.wav", folder / "dangling.wav")
+    shutil.copy(SAMPLE / SPARE["file"], folder / SPARE["file"])
+    (folder / SPARE["file"]).with_suffix(".txt").write_bytes(b"\x9d\x00\xff\xfe binary")
     return folder
 
 
@@ -66,11 +79,12 @@ def train_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in load_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
 
 
-def test_loss_decreases_and_outputs_are_complete(audio, output, english):
+def test_loss_decreases_and_outputs_are_complete(audio, output, english, capsys):
     cfg = config(audio, output, "learn", epochs=8, lr=5e-3, save_every=0, export="both")
     run = output / "learn"
     merged = train(cfg, run, model=fresh_model(english))
     assert merged == run / "merged"
+    assert f"audio: kept 8 clips from 8 files (0.8 min); {BAD_ENTRIES}" in capsys.readouterr().out
 
     losses = [loss for _, loss in train_losses(run)]
     assert len(losses) == 8 * 4  # 7 training clips (1 held out), batches of 2 -> 4 steps per epoch
@@ -374,6 +388,148 @@ def test_too_little_data_is_refused_before_any_model_loads(audio, tmp_path, no_m
     if clips == 2:
         with pytest.raises(AssertionError, match="a model was loaded"):
             train(config(few, tmp_path / "out", "two", data=DatasetConfig(val_fraction=0.0)), tmp_path / "out" / "two")
+
+
+def mount_tmpfs(folder: Path, options: str) -> bool:
+    """Mount a tmpfs on `folder`; False where that is not allowed (not root, or a container without the right)."""
+    mount = shutil.which("mount")
+    if mount is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    return done.returncode == 0
+
+
+def unmount(folder: Path) -> None:
+    if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody can write to: read-only by permissions, or for root (whom permissions do not stop) a
+    read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    mounted = os.access(folder, os.W_OK) and mount_tmpfs(folder, "ro,size=1m")
+    if os.access(folder, os.W_OK) and not mounted:
+        folder.chmod(0o755)
+        pytest.skip("running as root, whom permissions do not stop, and no read-only tmpfs can be mounted here")
+    yield folder
+    if mounted:
+        unmount(folder)
+    folder.chmod(0o755)
+
+
+def test_unwritable_output_folder_fails_in_seconds_before_the_model_loads(audio, read_only_folder, no_model_load,
+                                                                          capsys):
+    started = time.perf_counter()
+    rc = lora.main(["--audio-dir", str(audio), "--output-dir", str(read_only_folder / "runs"), "--run", "x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and time.perf_counter() - started < 10, err
+    assert f"cannot write to the output folder {read_only_folder / 'runs' / 'x'} ({read_only_folder}: " in err
+    assert "pick another with --output-dir" in err
+
+
+def cli_args(audio: Path, output: Path, run: str) -> list[str]:
+    """config()'s settings for a one-epoch run as flags of the command: 4 steps, checkpoints at 2 and 4."""
+    return ["--device", "cpu", "--audio-dir", str(audio), "--output-dir", str(output), "--run", run, "--epochs", "1",
+            "--batch-size", "2", "--warmup-steps", "1", "--save-every", "2", "--plot-every-seconds", "0",
+            "--lora.rank", "4", "--lora.alpha", "8", "--lora.dropout", "0.1"]
+
+
+def resume_as_told(err: str) -> int:
+    """Run the resume command a failure message printed, as a user would paste it."""
+    command = shlex.split(err.split("continue with: ", 1)[1].strip())
+    assert command[:4] == ["python", "-m", "training.lora", "--resume"], command
+    return lora.main(command[3:])
+
+
+def assert_stopped_after_step_2(run: Path, rc: int, err: str) -> None:
+    assert rc == 2, err
+    assert f"Last good checkpoint: {run / 'step-2'}. Free some space, then continue with: python -m training.lora " \
+           f"--resume --run {run.name} --output-dir {run.parent}" in err
+    assert re.search(r"\d+\.\d MB free on the disk holding ", err)
+    assert [p.name for p in step_dirs(run)] == ["step-2"] and not list(run.glob(".step-*"))  # nothing half-written
+
+
+def test_failed_checkpoint_write_is_removed_and_the_last_good_one_resumes(audio, output, english, monkeypatch,
+                                                                         capsys, caplog):
+    """A full disk as safetensors reports it (SafetensorError, not OSError) while the second checkpoint is
+    written; the real thing is test_full_disk_stops_cleanly_and_resumes."""
+    import peft.peft_model
+    from safetensors import SafetensorError
+
+    real_save = peft.peft_model.safe_save_file
+
+    def disk_full_at_step_4(tensors, filename, *args, **kwargs):
+        if ".step-4.tmp" in str(filename):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(peft.peft_model, "safe_save_file", disk_full_at_step_4)
+    monkeypatch.setattr(lora, "load_chatterbox", lambda *args, **kwargs: fresh_model(english))
+    run = output / "disk-full"
+    with caplog.at_level(logging.WARNING):
+        rc = lora.main(cli_args(audio, output, run.name))
+    err = capsys.readouterr().err
+    assert_stopped_after_step_2(run, rc, err)
+    assert f"error: stopped at step 4: could not write checkpoint {run / 'step-4'} (Error while serializing: I/O " \
+           "error: No space left on device (os error 28))" in err
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+    monkeypatch.setattr(peft.peft_model, "safe_save_file", real_save)
+    assert resume_as_told(err) == 0, capsys.readouterr().err
+    assert [p.name for p in step_dirs(run)] == ["step-2", "step-4"] and (run / "adapter").is_dir()
+    assert [r["step"] for r in load_metrics(run / "metrics.jsonl") if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def fill(path: Path) -> None:
+    """Write `path` until its disk is full, to the last byte."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+
+
+def test_full_disk_stops_cleanly_and_resumes(audio, output, english, tmp_path, monkeypatch, capsys, caplog):
+    """A real full disk (a tmpfs filled up after step 2 was saved): one message naming step-2 and the command
+    that resumes it, the half-written step-4 removed, no traceback; after space is freed the command works."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not mount_tmpfs(disk, "size=128m"):
+        pytest.skip("cannot mount a tmpfs here (needs root and the right to mount); the simulated failure in "
+                    "test_failed_checkpoint_write_is_removed_and_the_last_good_one_resumes stands in")
+    try:
+        if (output / ".cache").is_dir():
+            shutil.copytree(output / ".cache", disk / ".cache")  # the same rows: no tokenizing
+        real_log = lora.MetricsLogger.log_train
+
+        def fill_after_step_3(self, step, *args, **kwargs):
+            real_log(self, step, *args, **kwargs)
+            if step == 3:
+                fill(disk / "filler")
+
+        monkeypatch.setattr(lora.MetricsLogger, "log_train", fill_after_step_3)
+        monkeypatch.setattr(lora, "load_chatterbox", lambda *args, **kwargs: fresh_model(english))
+        run = disk / "full"
+        with caplog.at_level(logging.WARNING):
+            rc = lora.main(cli_args(audio, disk, run.name))
+        err = capsys.readouterr().err
+        assert_stopped_after_step_2(run, rc, err)
+        assert "error: stopped at step 4: " in err
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+        assert len([r for r in caplog.records if "could not write" in r.getMessage()]) <= 1  # the plot, once
+
+        monkeypatch.setattr(lora.MetricsLogger, "log_train", real_log)
+        (disk / "filler").unlink()
+        assert resume_as_told(err) == 0, capsys.readouterr().err
+        assert [p.name for p in step_dirs(run)] == ["step-2", "step-4"] and (run / "adapter").is_dir()
+    finally:
+        unmount(disk)
 
 
 @pytest.mark.parametrize("folder", ["missing", "empty"])

@@ -139,7 +139,7 @@ def test_atomic_write_leaves_no_temp_files_and_survives_a_failed_render(tmp_path
 
     with caplog.at_level(logging.WARNING, logger="training.metrics"):
         _log_steps(logger, [4])  # during training a render failure only warns
-    assert "could not redraw" in caplog.text
+    assert f"could not write {plot} (disk full)" in caplog.text
     assert plot.read_bytes() == good
     assert _side_files(tmp_path) == []
     assert _lines(tmp_path / "metrics.jsonl")[-1]["step"] == 4  # the log line itself was kept
@@ -149,6 +149,39 @@ def test_atomic_write_leaves_no_temp_files_and_survives_a_failed_render(tmp_path
     assert plot.read_bytes() != good
     _assert_valid_png(plot)
     assert _side_files(tmp_path) == []
+
+
+def test_a_plot_that_cannot_be_written_is_one_warning_line(tmp_path, caplog):
+    """A full disk (here: the plot's folder replaced by a file, so every write into it fails) would otherwise
+    print a traceback from the plot thread at every redraw."""
+    plots = tmp_path / "plots"
+    logger = MetricsLogger(tmp_path / "run", plots / "training_metrics.png", plot_every_seconds=0, background=True)
+    plots.rmdir()
+    plots.write_text("a file where the folder was")
+    with caplog.at_level(logging.WARNING, logger="training.metrics"):
+        for step in range(1, 5):
+            _log_steps(logger, [step])
+            logger.wait()
+    (warning,) = caplog.records
+    assert warning.exc_info is None and "Traceback" not in caplog.text
+    assert warning.getMessage().startswith(f"could not write {plots / 'training_metrics.png'} ([Errno 20] Not a "
+                                           "directory")
+    assert "training goes on" in warning.getMessage()
+
+    plots.unlink()
+    plots.mkdir()
+    _log_steps(logger, [5])  # once writes work again, so does the plot...
+    logger.wait()
+    _assert_valid_png(plots / "training_metrics.png")
+    plots.joinpath("training_metrics.png").unlink()
+    plots.rmdir()
+    plots.write_text("and gone again")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.metrics"):
+        _log_steps(logger, [6])
+        logger.close()
+    assert len(caplog.records) == 1  # ...and a new failure is reported again, once
+    assert [r["step"] for r in load_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_drops_later_steps_and_tolerates_truncated_last_line(tmp_path, caplog, drawn):

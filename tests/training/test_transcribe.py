@@ -12,7 +12,7 @@ import soundfile as sf
 
 from inference.asr import TranscribeConfig, Transcriber, wer
 from training.transcribe import (
-    TranscriptCache, normalize_for_alignment, split_transcript, transcribe_clips, transcribe_files,
+    TranscriptCache, TranscriptError, normalize_for_alignment, split_transcript, transcribe_clips, transcribe_files,
 )
 
 SENTENCES = {
@@ -151,6 +151,15 @@ def test_user_transcripts_win_over_whisper(tmp_path):
                    pipe: "From a pipe line.", in_jsonl: "From JSON lines."}
 
 
+def test_a_metadata_file_that_is_not_text_is_named(tmp_path):
+    """Not a bare "'utf-8' codec can't decode byte 0x9d" (a binary .txt beside a clip: ingest skips the clip)."""
+    clip = tone(tmp_path / "a" / "clip.wav")
+    (tmp_path / "a" / "metadata.csv").write_bytes("clip.wav|caf\u00e9 au lait\n".encode("cp1252"))
+    with pytest.raises(TranscriptError, match=rf"^{tmp_path / 'a' / 'metadata.csv'} is not UTF-8 text \(byte 0xe9 at "
+                                              r"offset 12\): save it as UTF-8"):
+        transcribe_files([clip], TranscribeConfig(), progress=False, transcriber=NoWhisper())
+
+
 def test_unreadable_cache_is_rebuilt(tmp_path):
     (tmp_path / TranscriptCache.FILENAME).write_text("{not json")
     cache = TranscriptCache(tmp_path)
@@ -231,3 +240,19 @@ def test_long_file_with_a_user_transcript(speech, transcriber, tmp_path, caplog)
                                transcriber=transcriber)
     assert "take.wav: your transcript could not be aligned" in caplog.text
     assert "fox" in normalize_for_alignment(got[str(segments[0].path)])
+
+
+def test_a_clip_with_its_dc_offset_removed_keeps_the_users_transcript(speech, tmp_path):
+    """Ingest trains such a clip from a centred copy in its cache; the transcript beside the recording is still
+    the clip's own, word for word, without Whisper."""
+    from training.ingest import ingest
+
+    wav, sr = sf.read(speech["fox"], dtype="float32")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "offset.wav", wav + 0.2, sr)
+    (audio / "offset.txt").write_text("What the user wrote.\n")
+    (clip,) = ingest(audio, tmp_path / "cache").clips
+    assert clip.path != clip.source and clip.whole
+    got = transcribe_clips([clip], TranscribeConfig(), tmp_path / "tcache", progress=False, transcriber=NoWhisper())
+    assert got == {str(clip.path): "What the user wrote."}
