@@ -60,7 +60,7 @@ from inference.models.t3 import T3Config
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 
 from .config import EvalConfig, StreamSettings
-from .jsonfiles import Shape, read_json_object
+from .jsonfiles import json_object, read_json_object
 from .latency import SAMPLE_RATE, stream_sample
 from .quality import DnsMos
 from .report import RUN_INFO_FILE, compare, read_run_info, write_report, write_run_info
@@ -77,12 +77,12 @@ PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s p
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 WHERE_KEYS = ("output_dir", "runs_dir")  # where a run's folder is, not what the run is: free to differ on resume
-MODEL_FILES: dict[str, Shape] = {  # JSON files of a model folder that evaluation (or its loader) reads
-    BASE_FILE: {"model": str, "family": str, "t3_config": {"num_layers": int}},
-    ADAPTER_CONFIG: {"base_model_name_or_path": str | None},
-    RUN_CONFIG: {"lora": {}},
-    HELDOUT_FILE: {"heldout_clips": list[str]},
-    T3_CONFIG_FILE: {},
+MODEL_FILES = {  # JSON files of a model folder that evaluation (or its loader) reads, and what it reads of them
+    BASE_FILE: json_object("BaseFile", model=str, family=str, t3_config=json_object("T3Sizes", num_layers=int)),
+    ADAPTER_CONFIG: json_object("AdapterConfig", base_model_name_or_path=str | None),
+    RUN_CONFIG: json_object("TrainingConfig", lora=dict),
+    HELDOUT_FILE: json_object("Heldout", heldout_clips=list[str]),
+    T3_CONFIG_FILE: dict,
 }
 
 

@@ -1,48 +1,59 @@
 """JSON files that evaluation reads back from run and model folders. A broken one (cut short, edited, copied
 from elsewhere) is refused with an error that names the file, says what is wrong and what to do, instead of a
 traceback half-way through a run; what a run writes for itself is written atomically, so a kill never leaves
-half a file behind."""
+half a file behind. Pydantic checks what a file holds against a type: a dataclass, or `json_object`'s fields."""
 from __future__ import annotations
 
+import functools
 import json
 import os
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
-# field -> what it must hold: a type hint (str, float | None, list[str], dict[str, str]) or, for an object whose
-# own fields matter, a nested Shape. Fields that are absent are not checked; `required` lists those that must be.
-Shape = dict[str, Any]
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
-_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "list",
-               type(None): "null"}
+_KINDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+_adapter = functools.cache(TypeAdapter)
 
 
 class BrokenFileError(ValueError):
     """A file of a run or model folder that cannot be used; the message names it, what is wrong and what to do."""
 
 
-def read_json_object(path: Path, shape: Shape | None = None, fix: str = "") -> dict:
-    """The JSON object in `path`, the fields of `shape` checked; `fix` says what to do when it is broken."""
+def json_object(name: str, **fields: Any) -> type:
+    """The type of a JSON object whose `fields`, where present, hold the given types; other fields are kept."""
+    return with_config(ConfigDict(extra="allow"))(TypedDict(name, fields, total=False))
+
+
+def read_json_object(path: Path, shape: Any = dict, fix: str = "") -> dict:
+    """The JSON object in `path`, checked against `shape`; `fix` says what to do when it is broken. It is returned
+    as written (pydantic's copy puts declared fields first, and the reports show the fields in their order)."""
+    text = Path(path).read_bytes()
+    parse_json(text, shape, str(path), fix)
+    return json.loads(text)
+
+
+def parse_json(text: str | bytes, shape: Any, where: str, fix: str = "") -> Any:
+    """`text` parsed as `shape`, strictly (the string "0.1" is no number); else BrokenFileError naming `where`."""
     try:
-        data = json.loads(Path(path).read_bytes())
-    except ValueError as e:  # not JSON, or not UTF-8 text
-        raise BrokenFileError(f"{path} is not JSON ({e}){_then(fix)}") from None
-    check_shape(data, shape or {}, str(path), fix)
-    return data
+        return _adapter(shape).validate_json(text, strict=True)
+    except ValidationError as e:
+        raise BrokenFileError(f"{where}{_what_is_wrong(e)}{': ' + fix if fix else ''}") from None
 
 
-def check_shape(data: Any, shape: Shape, where: str, fix: str = "", required: tuple[str, ...] = ()) -> None:
-    """Refuse `data` unless it is an object whose fields fit `shape`, naming `where` and every field that does
-    not."""
-    if not isinstance(data, dict):
-        raise BrokenFileError(f"{where} holds the {_json_name(type(data))} {_show(data)}, not a JSON object"
-                              f"{_then(fix)}")
-    missing = [key for key in required if key not in data]
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + _misfits(data, shape)
-    if problems:
-        raise BrokenFileError(f"{where}: {'; '.join(problems)}{_then(fix)}")
+def _what_is_wrong(e: ValidationError) -> str:
+    errors = e.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return f" is not JSON ({first['ctx']['error']})"
+    if not first["loc"]:  # the file as a whole is not an object
+        return f" holds the {_KINDS.get(type(first['input']), 'value')} {_show(first['input'])}, not a JSON object"
+    where = [".".join(map(str, err["loc"])) for err in errors]
+    missing = [at for at, err in zip(where, errors) if err["type"] == "missing"]
+    problems = [f"{at}: {err['msg']}, got {_show(err['input'])}" for at, err in zip(where, errors)
+                if err["type"] != "missing"]
+    return ": " + "; ".join(([f"missing {', '.join(missing)}"] if missing else []) + problems)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -61,49 +72,6 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def _misfits(data: dict, shape: Shape, prefix: str = "") -> list[str]:
-    found = []
-    for key, hint in shape.items():
-        if key not in data:
-            continue
-        value, name = data[key], prefix + key
-        if isinstance(hint, dict) and isinstance(value, dict):
-            found += _misfits(value, hint, f"{name}.")
-        elif not _fits(value, dict if isinstance(hint, dict) else hint):
-            found.append(f"{name} is {_show(value)}, expected {_json_name(dict if isinstance(hint, dict) else hint)}")
-    return found
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
-    if origin is list:
-        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
-    if hint is Any:
-        return True
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _json_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_json_name(arg) for arg in args)
-    if origin in (list, dict):
-        return f"{_JSON_NAMES[origin]} of {_json_name(args[-1])}s"
-    return _JSON_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
-
-
 def _show(value: Any, limit: int = 40) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _then(fix: str) -> str:
-    return f": {fix}" if fix else ""

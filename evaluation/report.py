@@ -38,7 +38,7 @@ from urllib.parse import quote
 import numpy as np
 
 from evaluation import stats
-from evaluation.jsonfiles import read_json_object, write_json
+from evaluation.jsonfiles import json_object, read_json_object, write_json
 from evaluation.results import RESULTS_FILE, SampleResult, read_results
 from inference.asr import word_error_rate
 from inference.settings import flatten
@@ -48,11 +48,11 @@ REPORT_HTML = "report.html"
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
 RUN_INFO_FILE = "run_info.json"
-RUN_INFO_SHAPE = {  # the fields of run_info.json that resume and the reports read
-    "config": {"stream": {}}, "resume_key": {"resolved_models": dict[str, str]}, "models": dict[str, str],
-    "environment": {}, "stream_used": dict[str, dict], "synthetic": bool, "reference_audio": list[str],
-    "similarity_ceiling": dict[str, float] | None, "asr_floor": dict[str, float] | None, "sentences": int,
-}
+RunInfo = json_object(  # the fields of run_info.json that resume and the reports read
+    "RunInfo", config=json_object("Config", stream=dict), models=dict[str, str], environment=dict,
+    resume_key=json_object("ResumeKey", resolved_models=dict[str, str]), stream_used=dict[str, dict], synthetic=bool,
+    reference_audio=list[str], similarity_ceiling=dict[str, float] | None, asr_floor=dict[str, float] | None,
+    sentences=int)
 PLOTS_DIR = "plots"
 SYNTHETIC_WARNING = ("WARNING: SYNTHETIC WEIGHTS. At least one model here has random weights and produces no "
                      "intelligible speech; these numbers test the harness, not a voice.")
@@ -111,7 +111,7 @@ def read_run_info(run_dir: Path) -> dict:
     path = Path(run_dir) / RUN_INFO_FILE
     if not path.is_file():
         return {}
-    return read_json_object(path, RUN_INFO_SHAPE, "it was not written by `python -m evaluation`, or was edited: "
+    return read_json_object(path, RunInfo, "it was not written by `python -m evaluation`, or was edited: "
                                                   "restore it, or give another --output-dir to start a new run")
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .jsonfiles import BrokenFileError, check_shape
+from .jsonfiles import parse_json
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
-NOT_A_ROW = "it is not a result row of `python -m evaluation`: delete that line to go on (its sample is run again)"
+NOT_A_ROW = ("it is not a result row of `python -m evaluation`, and only the last line can be cut short by a kill: "
+             "delete that line to go on (its sample is run again)")
 
 
 @dataclass
@@ -64,10 +64,6 @@ class SampleResult:
         return self.error is None
 
 
-ROW_TYPES = typing.get_type_hints(SampleResult)  # field -> type, what a row read back is checked against
-ROW_REQUIRED = tuple(f.name for f in fields(SampleResult) if f.default is MISSING and f.default_factory is MISSING)
-
-
 def append_result(run_dir: Path, row: SampleResult) -> None:
     """Append and flush one row, so an interrupted run loses at most the sample in progress."""
     path = Path(run_dir) / RESULTS_FILE
@@ -100,15 +96,9 @@ def read_results(run_dir: Path) -> list[SampleResult]:
 
 
 def parse_row(line: bytes, where: str) -> SampleResult:
-    """One line of results.jsonl; fields this version does not know (a newer run's) are ignored."""
-    try:
-        data = json.loads(line)
-    except ValueError as e:
-        raise BrokenFileError(f"{where} is not JSON ({e}); only the last line can be cut short by a kill, so the "
-                              "file was damaged otherwise: delete that line to go on (its sample is run again)"
-                              ) from None
-    check_shape(data, ROW_TYPES, where, NOT_A_ROW, ROW_REQUIRED)
-    return SampleResult(**{k: v for k, v in data.items() if k in ROW_TYPES})
+    """One line of results.jsonl, its fields of the types SampleResult declares (ints and numbers written by any
+    version load; "0.1" for a number does not); fields this version does not know (a newer run's) are ignored."""
+    return parse_json(line, SampleResult, where, NOT_A_ROW)
 
 
 def _cut_torn_row(path: Path) -> None:
