@@ -23,7 +23,9 @@ Each run gets its own folder: `--output-dir D` (report.md lands in D), else eval
 A failed sample (exception, empty or non-finite audio) is recorded with its error and the run goes on; the exit
 status is then 1 (0: every sample scored, 2: the run could not start). The same `--output-dir` again, or
 `--resume` for the newest dated run, continues a run with the settings it was started with: finished samples
-are skipped, failed ones retried; settings given now that differ from the run's are listed and refused. Both
+are skipped, failed ones retried; settings given now that differ from the run's are listed and refused. A folder
+that is neither new, empty nor an evaluation run (a training run, say) is refused, and so is a broken JSON file of
+a run or model folder (the message names it); a last result row cut short by a kill is dropped and redone. Both
 models speak with the voice of the first reference clip.
 """
 from __future__ import annotations
@@ -47,7 +49,8 @@ import torch
 from tqdm import tqdm
 
 from inference.audio import check_reference, load_audio
-from inference.adapters import HELDOUT_FILE, adapter_base, is_adapter, on_synthetic_base, read_base_identity
+from inference.adapters import (ADAPTER_CONFIG, BASE_FILE, HELDOUT_FILE, RUN_CONFIG, adapter_base, is_adapter,
+                                 on_synthetic_base)
 from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
@@ -57,9 +60,10 @@ from inference.models.t3 import T3Config
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 
 from .config import EvalConfig, StreamSettings
+from .jsonfiles import json_object, read_json_object
 from .latency import SAMPLE_RATE, stream_sample
 from .quality import DnsMos
-from .report import compare, read_run_info, write_report, write_run_info
+from .report import RUN_INFO_FILE, compare, read_run_info, write_report, write_run_info
 from .results import SampleResult, append_result, read_results
 from .sentences import Sentence, load_sentences
 from .similarity import SelfSimilarity, SpeakerSimilarity, cosine
@@ -73,6 +77,13 @@ PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s p
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 WHERE_KEYS = ("output_dir", "runs_dir")  # where a run's folder is, not what the run is: free to differ on resume
+MODEL_FILES = {  # JSON files of a model folder that evaluation (or its loader) reads, and what it reads of them
+    BASE_FILE: json_object("BaseFile", model=str, family=str, t3_config=json_object("T3Sizes", num_layers=int)),
+    ADAPTER_CONFIG: json_object("AdapterConfig", base_model_name_or_path=str | None),
+    RUN_CONFIG: json_object("TrainingConfig", lora=dict),
+    HELDOUT_FILE: json_object("Heldout", heldout_clips=list[str]),
+    T3_CONFIG_FILE: dict,
+}
 
 
 class EvaluationError(RuntimeError):
@@ -110,8 +121,10 @@ def resolve_model_path(value: str, what: str, cfg: EvalConfig) -> str:
                                   "`python -m training.lora` first, or give the merged or adapter folder's path")
         return str(outputs[-1])
     path = Path(value).expanduser()
+    if path.is_dir():
+        check_model_files(path)
     if path.is_dir() and is_adapter(path):
-        base = (read_base_identity(path) or {}).get("model")
+        base = (model_file(path, BASE_FILE) or {}).get("model")
         if what == "base_model_path":
             raise EvaluationError(f"{what}={value!r} is a LoRA adapter, i.e. a tuned model: give it as "
                                   f"tuned_model_path and its base ({base or 'the model it was trained from'}) as "
@@ -146,8 +159,7 @@ def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], s
     if cfg.reference_audio:
         return [Path(p).expanduser() for p in cfg.reference_audio], "reference_audio"
     if tuned and (Path(tuned) / HELDOUT_FILE).is_file():
-        clips = json.loads((Path(tuned) / HELDOUT_FILE).read_text()).get("heldout_clips", [])
-        clips = [Path(c) for c in clips if Path(c).is_file()]
+        clips = [Path(c) for c in model_file(tuned, HELDOUT_FILE).get("heldout_clips", []) if Path(c).is_file()]
         if clips:
             return clips[:1], f"held out of the tuned model's training ({HELDOUT_FILE})"
     found = sorted(p for p in Path(cfg.audio_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -155,6 +167,22 @@ def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], s
         raise EvaluationError("no reference voice: set reference_audio (or --reference-audio clip.wav), or put the "
                               f"speaker's recordings in audio_dir={cfg.audio_dir!r}")
     return found[:1], f"first recording in {cfg.audio_dir} (not known to be held out of training)"
+
+
+def model_file(folder: str | Path, name: str) -> dict | None:
+    """One JSON file of MODEL_FILES in a model folder, checked before anything relies on it; None when absent."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    fix = f"the model folder {folder} is damaged: export it again (training.lora writes it), or give another model"
+    return read_json_object(path, MODEL_FILES[name], fix)
+
+
+def check_model_files(folder: str | Path) -> None:
+    """Refuse a broken JSON file of a model folder now, before any work: the loader reads some of them only once
+    the other model is loaded."""
+    for name in MODEL_FILES:
+        model_file(folder, name)
 
 
 def check_references(paths: list[Path]) -> None:
@@ -185,10 +213,28 @@ def find_run_dir(cfg: EvalConfig, resume: bool) -> Path:
     runs_dir = Path(cfg.runs_dir)
     if not resume:
         return runs_dir / time.strftime("eval-%Y%m%d-%H%M%S")
-    runs = [d for d in runs_dir.iterdir() if (d / "run_info.json").is_file()] if runs_dir.is_dir() else []
+    runs = [d for d in runs_dir.iterdir() if (d / RUN_INFO_FILE).is_file()] if runs_dir.is_dir() else []
     if not runs:
         raise EvaluationError(f"--resume: no evaluation run in {runs_dir}/; name it with --output-dir")
-    return max(runs, key=lambda d: (d / "run_info.json").stat().st_mtime)
+    return max(runs, key=lambda d: (d / RUN_INFO_FILE).stat().st_mtime)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run starts in a new or empty folder, or continues the evaluation run a folder holds (its run_info.json).
+    Anything else, such as a training run given as --output-dir, is refused rather than filled with samples."""
+    if not run_dir.exists() or (run_dir / RUN_INFO_FILE).is_file():
+        return
+    if not run_dir.is_dir():
+        raise EvaluationError(f"output_dir {run_dir} is a file: give a new or empty folder")
+    found = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    if not found:
+        return
+    trained = any(n in ("adapter", "merged", ADAPTER_CONFIG) or n.startswith("step-") or n.endswith(".safetensors")
+                  for n in found)
+    raise EvaluationError(f"{run_dir} is not an evaluation run (it has no {RUN_INFO_FILE}) but holds "
+                          f"{', '.join(found[:6])}{', ...' if len(found) > 6 else ''}"
+                          f"{' (a training run or model folder?)' if trained else ''}: give --output-dir a new or "
+                          "empty folder to start a run, or an evaluation run's folder to continue it")
 
 
 def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) -> EvalConfig:
@@ -196,10 +242,10 @@ def resume_config(run_dir: Path, saved: dict, cfg: EvalConfig, given: set[str]) 
     set now (flags, `key=value`, an explicit --config file); each must agree with the saved value, or the
     differing keys are listed. Keys not given come from the saved run, not from config.toml."""
     try:
-        saved_cfg = config_from_dict(EvalConfig, saved["config"], (), f"{run_dir}/run_info.json")
+        saved_cfg = config_from_dict(EvalConfig, saved["config"], (), str(run_dir / RUN_INFO_FILE))
     except (KeyError, ValueError, TypeError) as e:
-        raise EvaluationError(f"{run_dir} holds a run whose saved configuration cannot be read ({e}); give another "
-                              "--output-dir to start a new run") from None
+        raise EvaluationError(f"{run_dir / RUN_INFO_FILE}: the run's saved configuration cannot be read ({e}); give "
+                              "another --output-dir to start a new run") from None
     now, then = flatten(json.loads(json.dumps(asdict(cfg)))), flatten(json.loads(json.dumps(asdict(saved_cfg))))
     differ = sorted(k for k in given if k not in WHERE_KEYS and k in now and now[k] != then.get(k))
     if differ:
@@ -239,7 +285,8 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     preloaded = preloaded or Preloaded()
     # --- 1. everything that can be wrong is found before any sample is generated
     run_dir = find_run_dir(cfg, resume)
-    saved = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
+    check_run_dir(run_dir)
+    saved = read_run_info(run_dir) if (run_dir / RUN_INFO_FILE).is_file() else None
     if saved is not None:
         cfg = resume_config(run_dir, saved, cfg, set(flatten(asdict(cfg))) if given is None else given)
     language = base_language(cfg.language)
@@ -343,6 +390,8 @@ def _saved_models(saved: dict, models: dict[str, str]) -> dict[str, str]:
     for name, path in kept.items():
         if path not in PRESETS and not Path(path).exists() and Path(path).is_absolute():
             raise EvaluationError(f"the run's {name} model {path} no longer exists")
+        if Path(path).is_dir():
+            check_model_files(path)
     return dict(kept)
 
 
@@ -467,7 +516,7 @@ def speaks_only_english(path: str, cfg: EvalConfig) -> bool:
         return False
     if path == "tiny" or (Path(path) / ENGLISH_T3_FILE).is_file():
         return True
-    return is_adapter(path) and (read_base_identity(path) or {}).get("family") == "english"
+    return is_adapter(path) and (model_file(path, BASE_FILE) or {}).get("family") == "english"
 
 
 def is_synthetic(path: str) -> bool:
@@ -476,12 +525,9 @@ def is_synthetic(path: str) -> bool:
     if path in PRESETS:
         return True
     if is_adapter(path):
-        return on_synthetic_base(read_base_identity(path) or {})
-    sidecar = Path(path) / T3_CONFIG_FILE
-    if not sidecar.is_file():
-        return False
-    saved = json.loads(sidecar.read_text())
-    return any(saved == json.loads(json.dumps(asdict(T3Config.tiny(m)))) for m in (False, True))
+        return on_synthetic_base(model_file(path, BASE_FILE) or {})
+    saved = model_file(path, T3_CONFIG_FILE)
+    return saved is not None and any(saved == json.loads(json.dumps(asdict(T3Config.tiny(m)))) for m in (False, True))
 
 
 def describe_model(path: str, synthetic: bool) -> str:

@@ -38,6 +38,7 @@ from urllib.parse import quote
 import numpy as np
 
 from evaluation import stats
+from evaluation.jsonfiles import json_object, read_json_object, write_json
 from evaluation.results import RESULTS_FILE, SampleResult, read_results
 from inference.asr import word_error_rate
 from inference.settings import flatten
@@ -47,6 +48,11 @@ REPORT_HTML = "report.html"
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
 RUN_INFO_FILE = "run_info.json"
+RunInfo = json_object(  # the fields of run_info.json that resume and the reports read
+    "RunInfo", config=json_object("Config", stream=dict), models=dict[str, str], environment=dict,
+    resume_key=json_object("ResumeKey", resolved_models=dict[str, str]), stream_used=dict[str, dict], synthetic=bool,
+    reference_audio=list[str], similarity_ceiling=dict[str, float] | None, asr_floor=dict[str, float] | None,
+    sentences=int)
 PLOTS_DIR = "plots"
 SYNTHETIC_WARNING = ("WARNING: SYNTHETIC WEIGHTS. At least one model here has random weights and produces no "
                      "intelligible speech; these numbers test the harness, not a voice.")
@@ -97,15 +103,16 @@ _BY_NAME = {m.name: m for m in METRICS}
 # ----------------------------------------------------------------------------------------------------------
 def write_run_info(run_dir: Path, info: dict) -> Path:
     """Save `info` beside the results, so `compare` can describe a run without the process that made it."""
-    path = Path(run_dir) / RUN_INFO_FILE
-    path.write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_json(Path(run_dir) / RUN_INFO_FILE, info)  # atomic: a resumed run reads it back
 
 
 def read_run_info(run_dir: Path) -> dict:
-    """The `info` a run saved; {} when it saved none (an older or interrupted run)."""
+    """The `info` a run saved; {} when it saved none (an older run). BrokenFileError when it cannot be used."""
     path = Path(run_dir) / RUN_INFO_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    return read_json_object(path, RunInfo, "it was not written by `python -m evaluation`, or was edited: "
+                                                  "restore it, or give another --output-dir to start a new run")
 
 
 # ----------------------------------------------------------------------------------------------------------

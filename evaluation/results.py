@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import logging
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+
+from .jsonfiles import parse_json
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+NOT_A_ROW = ("it is not a result row of `python -m evaluation`, and only the last line can be cut short by a kill: "
+             "delete that line to go on (its sample is run again)")
 
 
 @dataclass
@@ -60,34 +67,43 @@ class SampleResult:
 def append_result(run_dir: Path, row: SampleResult) -> None:
     """Append and flush one row, so an interrupted run loses at most the sample in progress."""
     path = Path(run_dir) / RESULTS_FILE
-    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    _cut_torn_row(path)
     with open(path, "a", encoding="utf-8") as f:
-        if torn:  # the last run died mid-line: end that line, or this row would be glued to it and lost
-            f.write("\n")
         f.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
         f.flush()
 
 
 def read_results(run_dir: Path) -> list[SampleResult]:
-    """Rows of a run; a half-written last line (the run was killed mid-write) is ignored. A later row for the
-    same key replaces an earlier one (a failed sample that was retried)."""
+    """Rows of a run; a later row for the same key replaces an earlier one (a failed sample that was retried).
+
+    A last line without its newline is a row cut short by a kill: it is dropped with a warning and its sample is
+    run again. Any other line that is not a result row is refused (BrokenFileError names the line): a row that
+    only looked right could put wrong numbers in the report.
+    """
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         return []
-    known = {f.name for f in fields(SampleResult)}
+    *lines, torn = path.read_bytes().split(b"\n")
+    if torn.strip():
+        log.warning("%s: the last row was cut short (the run was killed while writing it): dropped, its sample "
+                    "is run again", path)
     rows: dict[tuple, SampleResult] = {}
-    for line in _lines(path):
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        row = SampleResult(**{k: v for k, v in data.items() if k in known})
-        rows[row.key] = row
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            row = parse_row(line, f"{path} line {number}")
+            rows[row.key] = row
     return list(rows.values())
 
 
-def _lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield line
+def parse_row(line: bytes, where: str) -> SampleResult:
+    """One line of results.jsonl, its fields of the types SampleResult declares (ints and numbers written by any
+    version load; "0.1" for a number does not); fields this version does not know (a newer run's) are ignored."""
+    return parse_json(line, SampleResult, where, NOT_A_ROW)
+
+
+def _cut_torn_row(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline, which `read_results` drops: cut it off
+    here too, so the next row starts a line of its own and no broken line is left inside the file."""
+    data = path.read_bytes() if path.is_file() else b""
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
