@@ -16,15 +16,15 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from inference.audio import AudioError
 from inference.models.tokenizers import TextError
 from inference.server import ServerConfig
 from inference.server.app import create_app
 from inference.server.engine import Busy
 from inference.server.errors import ApiError, validation_error
+from inference.server.guard import host_allowed, host_name
 from inference.server.schema import SpeechRequest, SynthesisOptions
 from inference.server.service import SpeechService
-from inference.server.voices import VoiceError, VoiceStore
+from inference.server.voices import VoiceStore
 
 RATE, TOKEN = 24000, 960
 KEY = "sk-unit"
@@ -79,6 +79,8 @@ class FakeEngine:
 
 
 def make_cfg(**overrides) -> ServerConfig:
+    """Starlette's TestClient addresses every request to the host `testserver`."""
+    overrides = {"allowed_hosts": ("testserver",), **overrides}
     cfg = ServerConfig(max_chars=40, chunk_size=16, prompt_tokens=0, max_upload_mb=0.1, **overrides)
     cfg.openai_voices.nova = "nova-voice"
     return cfg
@@ -187,21 +189,18 @@ def test_a_full_engine_answers_503_with_retry_after(parts):
     assert e.value.message == "the server is busy; retry in about 7 s"
 
 
-def test_voice_upload_errors_name_the_field(parts, monkeypatch):
+def test_voice_upload_errors_name_the_field(parts):
+    """Refused before the clip is decoded or the encoders run: the name's problems point at `name`, the clip's at
+    `file`."""
     engine, voices, cfg = parts
     service = SpeechService(engine, voices, cfg)
-    for error, status, param in [(VoiceError("exists", 409), 409, "name"), (VoiceError("too long"), 400, "file"),
-                                 (AudioError("silent clip"), 400, "file")]:
-        def refuse(*_, error=error):
-            raise error
-
-        monkeypatch.setattr(voices, "add", refuse)
+    for name, clip, status, param, says in [("alloy", b"", 409, "name", "OpenAI voice name"),
+                                            ("DEFAULT", b"", 409, "name", "only in case"),
+                                            ("anna\n", b"", 400, "name", "a voice name is"),
+                                            ("anna", b"not audio", 400, "file", "not audio this server reads")]:
         with pytest.raises(ApiError) as e:
-            asyncio.run(service.add_voice("x", b""))
-        assert (e.value.status, e.value.param, e.value.message) == (status, param, str(error))
-
-
-# ---------------------------------------------------------------------------------------------- HTTP, in-process
+            asyncio.run(service.add_voice(name, clip))
+        assert (e.value.status, e.value.param) == (status, param) and says in e.value.message, e.value.message
 
 
 def test_health_models_and_voices(client):
@@ -359,3 +358,24 @@ def test_api_key_and_origins(parts):
             with c.websocket_connect("/v1/audio/stream"):
                 pass
         assert closed.value.code == 1008
+
+
+@pytest.mark.parametrize("header, allowed, expected", [
+    ("127.0.0.1:8000", (), True), ("localhost:8000", (), True), ("[::1]:8000", (), True), ("10.1.2.3", (), True),
+    ("evil.example:8000", (), False), ("EVIL.example", ("evil.example",), True), ("a.tts.example", (".tts.example",), True),
+    ("tts.example", (".tts.example",), True), ("xtts.example", (".tts.example",), False), ("anything", ("*",), True),
+    ("", (), False), ("localhost.evil.example", (), False),
+])
+def test_host_rule(header, allowed, expected):
+    """DNS rebinding: only addresses, localhost and the configured names are answered."""
+    assert host_allowed(host_name(header), allowed) is expected
+
+
+def test_foreign_host_is_refused_before_the_key_or_the_body(parts):
+    engine, voices, _ = parts
+    app = create_app(engine, voices, make_cfg(allowed_hosts=("tts.example",)), KEY)
+    with TestClient(app, base_url="http://evil.example") as c:
+        refused = c.post("/v1/audio/speech", json={"input": "Hi."})
+        assert refused.status_code == 403 and "'evil.example'" in refused.json()["error"]["message"]
+    with TestClient(app, base_url="http://tts.example") as c:
+        assert c.get("/health").status_code == 401  # the host passes; the key is checked next

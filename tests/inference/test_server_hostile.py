@@ -11,6 +11,8 @@ import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +29,7 @@ KEY = "sk-hostile-3b9e"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"content-type": "application/json", **AUTH}
 MAX_TOKENS, CHUNK = 200, 8  # per sentence (8 s); a chunk is 8 tokens (0.32 s): much is left after the first
-CHUNK_SECONDS = CHUNK * 0.04
+LARGEST_CHUNK_SECONDS = 4 * CHUNK * 0.04  # chunks double from CHUNK tokens up to 4 x CHUNK (StreamConfig)
 TOKEN_BYTES = 960 * 2  # 16-bit audio of one speech token
 ALLOWED_HOST = "tts.example.com"
 RSS_BOUND_MB = 100  # a body or upload that were read or decoded whole would add hundreds of MB to gigabytes
@@ -42,7 +44,7 @@ def hostile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
     log = folder / "server.log"
     url, proc = launch(log, "--voices", str(folder / "voices"), "--max-new-tokens", str(MAX_TOKENS),
-                       "--chunk-size", str(CHUNK), "--max-upload-mb", "1", "--allowed-hosts", ALLOWED_HOST,
+                       "--chunk-size", str(CHUNK), "--prompt-tokens", "4", "--max-upload-mb", "1", "--allowed-hosts", ALLOWED_HOST,
                        "--shutdown-grace-seconds", "2", env={"CHATTERBOX_API_KEY": KEY})
     wait_ready(url, proc, log, AUTH)
     yield url, proc, log
@@ -53,51 +55,51 @@ def hostile(tmp_path_factory):
 
 @pytest.fixture
 def watched(hostile):
-    """The server checked around one test: no traceback logged during it, peak RSS within RSS_BOUND_MB, and a
-    valid request afterwards still gets audio."""
+    """The server checked around one group of hostile inputs: each case measured by `Watched.case` (peak RSS
+    within RSS_BOUND_MB while it is answered), no traceback logged during the group, and a valid request right
+    after it still gets audio (one request per group: a first chunk costs seconds of S3Gen on this CPU)."""
     url, proc, log = hostile
     logged = log.stat().st_size
-    rss = reset_peak_rss(proc.pid)
-    yield url
-    peak = peak_rss(proc.pid)
-    assert peak - rss < RSS_BOUND_MB * 2**20, f"peak RSS grew by {(peak - rss) / 2**20:.0f} MB"
+    yield Watched(url, proc.pid)
     assert "Traceback" not in log.read_text()[logged:], log.read_text()[logged:]
-    assert len(first_audio(url, {"input": "Still here.", "seed": 1})) == CHUNK * TOKEN_BYTES
+    assert len(first_audio(url, {"input": "Still here.", "seed": 1, "chunk_size": 4})) > 0
 
 
-def first_audio(url: str, body: dict) -> bytes:
-    """The first chunk's worth of a streamed request's audio; then the client leaves, and this waits until the
-    server has ended the request (the whole of it would be 8 s of audio: minutes of S3Gen on this CPU)."""
+@dataclass
+class Watched:
+    url: str
+    pid: int
+
+    @contextmanager
+    def case(self, subtests, name: str):
+        """One hostile input as a subtest, its peak RSS measured from the kernel's high-water mark."""
+        with subtests.test(name):
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            rss = status_bytes(self.pid, "VmRSS")
+            yield
+            grown = status_bytes(self.pid, "VmHWM") - rss
+            assert grown < RSS_BOUND_MB * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MB"
+
+
+def first_audio(url: str, body: dict, size: int = 1) -> bytes:
+    """The first `size` bytes of a streamed request's audio; then the client leaves (the whole would be 8 s of
+    audio: a minute of S3Gen on this CPU) and its request is cancelled."""
     audio = b""
     with httpx.stream("POST", f"{url}/v1/audio/speech", json={**body, "response_format": "pcm"}, headers=AUTH,
                       timeout=120) as r:
         assert r.status_code == 200, r.read()
         for part in r.iter_bytes():
             audio += part
-            if len(audio) >= CHUNK * TOKEN_BYTES:
+            if len(audio) >= size:
                 break
-    deadline = time.time() + 30
-    while health(url)["streams"]:
-        assert time.time() < deadline, "the server kept the request after its client left"
-        time.sleep(0.05)
-    return audio[:CHUNK * TOKEN_BYTES]
+    return audio[:size]
 
 
-def status_kb(pid: int, field: str) -> int:
+def status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field} for {pid}")
-
-
-def reset_peak_rss(pid: int) -> int:
-    """Resets the kernel's peak-RSS mark (VmHWM) to the current RSS and returns it."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return status_kb(pid, "VmRSS")
-
-
-def peak_rss(pid: int) -> int:
-    return status_kb(pid, "VmHWM")
 
 
 def assert_error(r: httpx.Response, status: int, fragment: str, param: str | None = "any") -> None:
@@ -115,25 +117,25 @@ def post_speech(url: str, content: bytes, headers: dict | None = None) -> httpx.
 
 # ---------------------------------------------------------------------------------------------- malformed bodies
 
-NESTED_ARRAYS = b"[" * 30_000 + b"]" * 30_000  # under the body limit, over the parser's recursion limit
-NESTED_OBJECTS = b'{"input": "Hi.", "x": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}"
+MALFORMED = {  # name: (body, extra headers, what the error says, its param)
+    "not UTF-8": (b'{"input": "caf\xe9"}', {}, "not UTF-8 (byte 0xe9", None),
+    "latin-1": ('{"input": "café"}'.encode("latin-1"), {"content-type": "application/json; charset=latin-1"},
+                "declared as latin-1", None),
+    "100,000 deep": (b"[" * 30_000 + b"]" * 30_000, {}, "nested too deeply", None),  # under the body limit
+    "5,000 deep": (b'{"input": "Hi.", "x": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}", {},
+                   "nested too deeply", None),
+    "5001-digit seed": (b'{"input": "Hi.", "seed": ' + b"9" * 5001 + b"}", {}, "over 4300 digits", None),
+    "lone surrogate": (b'{"input": "Hi \\ud800 there."}', {}, "lone surrogate", "input"),
+    "boolean seed": (b'{"input": "Hi.", "seed": true}', {}, "valid integer", "seed"),
+    "string boolean": (b'{"input": "Hi.", "stream": "false"}', {}, "valid boolean", "stream"),
+    "array body": (b'["input", "Hi."]', {}, "must be a JSON object", None),
+}
 
 
-@pytest.mark.parametrize("content, headers, fragment, param", [
-    (b'{"input": "caf\xe9"}', {}, "not UTF-8 (byte 0xe9", None),
-    ('{"input": "café"}'.encode("latin-1"), {"content-type": "application/json; charset=latin-1"},
-     "declared as latin-1", None),
-    (NESTED_ARRAYS, {}, "nested too deeply", None),
-    (NESTED_OBJECTS, {}, "nested too deeply", None),
-    (b'{"input": "Hi.", "seed": ' + b"9" * 5001 + b"}", {}, "over 4300 digits", None),
-    (b'{"input": "Hi \\ud800 there."}', {}, "lone surrogate", "input"),
-    (b'{"input": "Hi.", "seed": true}', {}, "valid integer", "seed"),
-    (b'{"input": "Hi.", "stream": "false"}', {}, "valid boolean", "stream"),
-    (b'["input", "Hi."]', {}, "must be a JSON object", None),
-], ids=["not-utf8", "latin-1", "deep-arrays", "deep-objects", "5001-digit-seed", "lone-surrogate", "bool-seed",
-        "string-bool", "array-body"])
-def test_malformed_bodies_are_400_before_any_work(watched, content, headers, fragment, param):
-    assert_error(post_speech(watched, content, headers), 400, fragment, param)
+def test_malformed_bodies_are_400_before_any_work(watched, subtests):
+    for name, (content, headers, fragment, param) in MALFORMED.items():
+        with watched.case(subtests, name):
+            assert_error(post_speech(watched.url, content, headers), 400, fragment, param)
 
 
 def raw_exchange(url: str, head: bytes, parts, limit_s: float = 30) -> tuple[int, bytes, int]:
@@ -170,24 +172,22 @@ def raw_exchange(url: str, head: bytes, parts, limit_s: float = 30) -> tuple[int
     return int(reply.split(b" ", 2)[1]), reply, sent
 
 
-def test_huge_declared_body_is_refused_unread(watched):
+def test_huge_bodies_are_refused_unread(watched, subtests):
+    """400 MB announced by Content-Length, and 400 MB sent chunked without one: answered after at most the
+    limit's worth, not read whole (which took the server from 2.3 to 3.4 GB)."""
     head = (f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 400000000\r\n\r\n").encode()
-    status, reply, sent = raw_exchange(watched, head, [b" " * 2**20] * 400)
-    assert status == 413 and b"body_too_large" in reply and b"400.00 MB" in reply
-    assert sent < 50 * 2**20, f"{sent / 2**20:.0f} MB went in before the answer"
-
-
-def test_huge_chunked_body_is_cut_off_at_the_limit(watched):
-    head = (f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
-    chunk = b"%x\r\n%s\r\n" % (2**20, b" " * 2**20)
-    status, reply, sent = raw_exchange(watched, head, [chunk] * 400)
-    assert status == 413 and b"takes at most" in reply
-    assert sent < 50 * 2**20, f"{sent / 2**20:.0f} MB went in before the answer"
-
-
-# ---------------------------------------------------------------------------------------------- voices
+            "Content-Type: application/json\r\n")
+    with watched.case(subtests, "400 MB by Content-Length"):
+        status, reply, sent = raw_exchange(watched.url, f"{head}Content-Length: 400000000\r\n\r\n".encode(),
+                                           [b" " * 2**20] * 400)
+        assert status == 413 and b"body_too_large" in reply and b"400.00 MB" in reply
+        assert sent < 50 * 2**20, f"{sent / 2**20:.0f} MB went in before the answer"
+    with watched.case(subtests, "400 MB chunked"):
+        chunk = b"%x\r\n%s\r\n" % (2**20, b" " * 2**20)
+        status, reply, sent = raw_exchange(watched.url, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode(),
+                                           [chunk] * 400)
+        assert status == 413 and b"takes at most" in reply
+        assert sent < 50 * 2**20, f"{sent / 2**20:.0f} MB went in before the answer"
 
 
 def flac_bomb(hide_length: bool = False) -> bytes:
@@ -217,23 +217,26 @@ def upload(url: str, name: str, data: bytes, kind: str = "audio/wav") -> httpx.R
                       timeout=120)
 
 
-@pytest.mark.parametrize("name, make, status, fragment, param", [
-    ("bomb", flac_bomb, 400, "70 s long", "file"),
-    ("bomb", lambda: flac_bomb(hide_length=True), 400, "longer than 60 s", "file"),
-    ("onehz", lambda: wav_bytes(1, 3000), 400, "header says 1 Hz", "file"),
-    ("junk", lambda: b"RIFF\x00\x00\x00\x00WAVEjunk" * 10, 400, "not audio this server reads", "file"),
-    ("alloy", lambda: wav_bytes(16_000), 409, "OpenAI voice name", "name"),
-    ("Default", lambda: wav_bytes(16_000), 409, "only in case", "name"),
-    ("anna\n", lambda: wav_bytes(16_000), 400, "a voice name is", "name"),
-    ("default\n", lambda: wav_bytes(16_000), 400, "a voice name is", "name"),
-], ids=["flac-bomb", "flac-bomb-no-length", "1-hz-header", "not-audio", "openai-name", "case-clash",
-        "trailing-newline", "default-newline"])
-def test_bad_uploads_are_refused_before_decoding_whole(watched, name, make, status, fragment, param):
-    r = upload(watched, name, make(), "audio/flac" if name == "bomb" else "audio/wav")
-    assert_error(r, status, fragment, param)
-    assert " at 0x" not in r.text, "a libsndfile message leaked a heap address"
-    listed = httpx.get(f"{watched}/v1/voices", headers=AUTH).json()["voices"]
-    assert listed == ["default"], listed
+BAD_UPLOADS = {  # what: (voice name, clip maker, status, what the error says, its param)
+    "70 s FLAC of 8 x 96 kHz": ("bomb", flac_bomb, 400, "70 s long", "file"),
+    "the same, length unsaid": ("bomb", lambda: flac_bomb(hide_length=True), 400, "longer than 60 s", "file"),
+    "1 Hz header": ("onehz", lambda: wav_bytes(1, 3000), 400, "header says 1 Hz", "file"),
+    "not audio": ("junk", lambda: b"RIFF\x00\x00\x00\x00WAVEjunk" * 10, 400, "not audio this server reads", "file"),
+    "OpenAI's name": ("alloy", lambda: wav_bytes(16_000), 409, "OpenAI voice name", "name"),
+    "case clash": ("Default", lambda: wav_bytes(16_000), 409, "only in case", "name"),
+    "trailing newline": ("anna\n", lambda: wav_bytes(16_000), 400, "a voice name is", "name"),
+    "default and newline": ("default\n", lambda: wav_bytes(16_000), 400, "a voice name is", "name"),
+}
+
+
+def test_bad_uploads_are_refused_before_decoding_whole(watched, subtests):
+    for what, (name, make, status, fragment, param) in BAD_UPLOADS.items():
+        with watched.case(subtests, what):
+            r = upload(watched.url, name, make(), "audio/flac" if name == "bomb" else "audio/wav")
+            assert_error(r, status, fragment, param)
+            assert " at 0x" not in r.text, "a libsndfile message leaked a heap address"
+            listed = httpx.get(f"{watched.url}/v1/voices", headers=AUTH).json()["voices"]
+            assert listed == ["default"], listed
 
 
 # ---------------------------------------------------------------------------------------------- control tokens
@@ -243,11 +246,12 @@ def test_user_text_cannot_inject_control_tokens(hostile):
     """Typed control tokens are dropped: the same seed gives the same audio as the text without them (with a
     [STOP] read as one, T3 would see other text and sample other tokens)."""
     url, _, log = hostile
-    plain = first_audio(url, {"input": "Hello world.", "seed": 5})
-    assert first_audio(url, {"input": "Hello there.", "seed": 5}) != plain  # the first chunk does tell texts apart
-    for text in ("Hello [STOP] world.", "[START]Hello world.[STOP]", "Hello [stop] world."):
-        assert first_audio(url, {"input": text, "seed": 5}) == plain, text
-    assert "removed from the text: [STOP]" in log.read_text()
+    size = CHUNK * TOKEN_BYTES
+    plain = first_audio(url, {"input": "Hello world.", "seed": 5}, size)
+    assert first_audio(url, {"input": "Hello there.", "seed": 5}, size) != plain  # the chunk tells texts apart
+    injected = first_audio(url, {"input": "[START]Hello [stop] world.[STOP]", "seed": 5}, size)
+    assert injected == plain
+    assert "removed from the text: [START] [STOP] [stop]" in log.read_text()
     only = httpx.post(f"{url}/v1/audio/speech", json={"input": "[STOP]"}, headers=AUTH, timeout=60)
     assert_error(only, 400, "nothing but control tokens", "input")
 
@@ -312,26 +316,26 @@ def ws_connect(url: str):
     return connect(url.replace("http", "ws") + "/v1/audio/stream", additional_headers=AUTH, max_size=None)
 
 
-@pytest.mark.parametrize("message, fragment", [
-    ('{"type": "start", "seed": ' + "9" * 5001 + "}", "over 4300 digits"),
-    ("[" * 30_000 + "]" * 30_000, "nested too deeply"),
-    ('{"type": "start", "seed": true}', "valid integer"),
-    ('{"type": "text", "text": "Hi \\ud800."}', "lone surrogate"),
-    ('{"type": "text", "text": "Hi."', "not JSON"),
-    ("[1, 2]", "must be a JSON object"),
-], ids=["5001-digits", "deep", "bool-seed", "lone-surrogate", "truncated", "array"])
-def test_websocket_malformed_messages_close_1008(watched, message, fragment):
-    with ws_connect(watched) as ws:
-        ws.send(message)
-        reply = json.loads(ws.recv(timeout=30))
-        assert reply["type"] == "error" and fragment in reply["detail"], reply
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=30)
-        assert closed.value.rcvd.code == 1008
+BAD_MESSAGES = {  # what: (message, what the error says)
+    "5001-digit seed": ('{"type": "start", "seed": ' + "9" * 5001 + "}", "over 4300 digits"),
+    "30,000 deep": ("[" * 30_000 + "]" * 30_000, "nested too deeply"),
+    "boolean seed": ('{"type": "start", "seed": true}', "valid integer"),
+    "lone surrogate": ('{"type": "text", "text": "Hi \\ud800."}', "lone surrogate"),
+    "cut short": ('{"type": "text", "text": "Hi."', "not JSON"),
+    "an array": ("[1, 2]", "must be a JSON object"),
+}
 
 
-def test_websocket_oversized_message_closes_1009(watched):
-    with ws_connect(watched) as ws:
+def test_websocket_malformed_messages_close_1008(watched, subtests):
+    for what, (message, fragment) in BAD_MESSAGES.items():
+        with watched.case(subtests, what), ws_connect(watched.url) as ws:
+            ws.send(message)
+            reply = json.loads(ws.recv(timeout=30))
+            assert reply["type"] == "error" and fragment in reply["detail"], reply
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd.code == 1008
+    with watched.case(subtests, "200 KB message"), ws_connect(watched.url) as ws:
         ws.send(json.dumps({"type": "text", "text": "x" * 200_000}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=30)
@@ -341,20 +345,29 @@ def test_websocket_oversized_message_closes_1009(watched):
 # ---------------------------------------------------------------------------------------------- clients that leave
 
 
+def idle(url: str) -> dict:
+    """/health once no request is in flight (those of earlier tests' clients that left end within a chunk)."""
+    deadline = time.time() + 60
+    while (now := health(url))["streams"]:
+        assert time.time() < deadline, now
+        time.sleep(0.05)
+    return now
+
+
 def health(url: str) -> dict:
     return httpx.get(f"{url}/health", headers=AUTH).json()
 
 
 def wait_cancelled(url: str, before: dict, left_at: dict) -> dict:
-    """/health once the abandoned request is cancelled: never completed, and at most about a chunk of audio made
-    after the client left (the chunk in progress then)."""
+    """/health once the abandoned request is cancelled: never completed, and at most one chunk of audio made
+    after the client left (the one in progress then)."""
     deadline = time.time() + 30
     while (now := health(url))["cancelled"] == before["cancelled"] or now["streams"]:
         assert time.time() < deadline, f"the abandoned request was never cancelled: {now}"
         time.sleep(0.1)
     assert now["cancelled"] == before["cancelled"] + 1 and now["completed"] == before["completed"], now
     after = now["audio_seconds"] - left_at["audio_seconds"]
-    assert after <= 2 * CHUNK_SECONDS + 1e-6, f"{after:.2f} s of audio made after the client left"
+    assert after <= LARGEST_CHUNK_SECONDS + 1e-6, f"{after:.2f} s of audio made after the client left"
     time.sleep(0.5)
     assert health(url)["tokens_decoded"] == now["tokens_decoded"], "T3 went on decoding for nobody"
     return now
@@ -369,9 +382,11 @@ def wait_for_audio(url: str, before: dict) -> None:
 
 @pytest.mark.parametrize("text", [ONE, SEVERAL], ids=["one-sentence", "several"])
 @pytest.mark.parametrize("path", ["stream", "sse", "whole-file", "websocket"])
-def test_a_client_that_leaves_stops_its_synthesis(watched, path, text):
-    url = watched
-    before = health(url)
+def test_a_client_that_leaves_stops_its_synthesis(hostile, path, text):
+    """Each case is itself a valid request that gets audio (the next one shows the server still serves)."""
+    url, _, log = hostile
+    logged = log.stat().st_size
+    before = idle(url)
     body = {"input": text, "response_format": "pcm", "seed": 3}
     if path == "websocket":
         with ws_connect(url) as ws:
@@ -396,6 +411,7 @@ def test_a_client_that_leaves_stops_its_synthesis(watched, path, text):
             assert first
             left_at = health(url)
     wait_cancelled(url, before, left_at)
+    assert "Traceback" not in log.read_text()[logged:]
 
 
 # ---------------------------------------------------------------------------------------------- SIGTERM (last)

@@ -57,13 +57,12 @@ async def stream(ws: WebSocket, service: SpeechService = Depends(get_service)):
 
 async def until_spoken(receiver: asyncio.Task, speaker: asyncio.Task) -> int:
     """The speaker's result (chunks sent). What goes wrong on the client's side (a bad message, the client gone)
-    is raised as soon as it happens, and the speaker is cancelled then: its synthesis stops at once."""
-    pending = {receiver, speaker}
-    while speaker in pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if receiver in done and receiver.exception() is not None:
-            speaker.cancel()
-            raise receiver.exception()
+    is raised as soon as it happens, and the speaker is cancelled then: its synthesis stops at once. (The
+    receiver only ends by raising.)"""
+    await asyncio.wait({receiver, speaker}, return_when=asyncio.FIRST_COMPLETED)
+    if receiver.done():
+        speaker.cancel()
+        raise receiver.exception()
     return speaker.result()
 
 
@@ -78,12 +77,16 @@ class TextStream:
         self.sentences: asyncio.Queue[str | None] = asyncio.Queue()  # None: the client ended the text
 
     async def receive(self) -> None:
-        """The client's messages until `end`; raises what is wrong with one (`speak` re-raises it)."""
-        started = False
+        """The client's messages; raises what is wrong with one, or WebSocketDisconnect when the client leaves.
+        It goes on listening after `end`, so a client that leaves while its last sentences play is noticed then,
+        not at the next chunk sent into a closed connection."""
+        started = ended = False
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
+            if ended:
+                raise ApiError(400, "no message may follow end")
             if message.get("text") is None:
                 raise ApiError(400, "binary frames are not accepted: send JSON text messages")
             message = read_json(message["text"], "the message")
@@ -103,7 +106,7 @@ class TextStream:
                 for sentence in self.assembler.end():
                     await self.sentences.put(sentence)
                 await self.sentences.put(None)
-                return
+                ended = True
             else:
                 raise ApiError(400, f"unexpected message {json.dumps(message)[:200]}: send start (first, once), "
                                     "text or end")
