@@ -58,6 +58,7 @@ from inference.families import ENGLISH, PRESETS
 from inference.loading import is_repo_id
 from inference.models.t3 import T3Config
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
+from inference.transcripts import TranscriptError, side_transcript
 
 from .config import EvalConfig, StreamSettings
 from .jsonfiles import json_object, read_json_object
@@ -81,7 +82,7 @@ MODEL_FILES = {  # JSON files of a model folder that evaluation (or its loader) 
     BASE_FILE: json_object("BaseFile", model=str, family=str, t3_config=json_object("T3Sizes", num_layers=int)),
     ADAPTER_CONFIG: json_object("AdapterConfig", base_model_name_or_path=str | None),
     RUN_CONFIG: json_object("TrainingConfig", lora=dict),
-    HELDOUT_FILE: json_object("Heldout", heldout_clips=list[str]),
+    HELDOUT_FILE: json_object("Heldout", heldout_clips=list[str], originals=dict[str, str]),
     T3_CONFIG_FILE: dict,
 }
 
@@ -159,7 +160,7 @@ def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], s
     if cfg.reference_audio:
         return [Path(p).expanduser() for p in cfg.reference_audio], "reference_audio"
     if tuned and (Path(tuned) / HELDOUT_FILE).is_file():
-        clips = [Path(c) for c in model_file(tuned, HELDOUT_FILE).get("heldout_clips", []) if Path(c).is_file()]
+        clips = [c for c in heldout_clips(tuned) if c.is_file()]
         if clips:
             return clips[:1], f"held out of the tuned model's training ({HELDOUT_FILE})"
     found = sorted(p for p in Path(cfg.audio_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -167,6 +168,23 @@ def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], s
         raise EvaluationError("no reference voice: set reference_audio (or --reference-audio clip.wav), or put the "
                               f"speaker's recordings in audio_dir={cfg.audio_dir!r}")
     return found[:1], f"first recording in {cfg.audio_dir} (not known to be held out of training)"
+
+
+def heldout_clips(tuned: str) -> list[Path]:
+    """The clips held out of the tuned model's training, as training read them; a corrected copy that went with
+    the training cache (`rm -r checkpoints_dir/.cache`) is replaced by the user's recording it was made from."""
+    originals = heldout_originals(tuned)
+    clips = (model_file(tuned, HELDOUT_FILE) or {}).get("heldout_clips", [])
+    return [Path(c) if Path(c).is_file() else originals.get(Path(c), Path(c)) for c in clips]
+
+
+def heldout_originals(tuned: str | None) -> dict[Path, Path]:
+    """{held-out clip: the user's recording} for clips training read from a corrected copy in its cache (a DC
+    offset removed): the transcript lies beside the recording, and the recording is the clip, not another one."""
+    if not tuned or not Path(tuned).is_dir():
+        return {}
+    originals = (model_file(tuned, HELDOUT_FILE) or {}).get("originals", {})
+    return {Path(clip): Path(recording) for clip, recording in originals.items()}
 
 
 def model_file(folder: str | Path, name: str) -> dict | None:
@@ -329,7 +347,8 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     asr, verifier, quality = load_scorers(asr_cfg, cfg, preloaded)
     reference_embedding = mean_embedding([verifier.reference_embedding(p) for p in references])
-    speaker = speaker_recordings(cfg, references, reference_origin)
+    originals = heldout_originals(models.get("tuned"))
+    speaker = speaker_recordings(cfg, references, reference_origin, originals)
 
     used = {name: asdict(stream_settings(cfg.stream, name in synthetic)) for name in models}
     info = {
@@ -342,7 +361,7 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
         "reference_origin": reference_origin, "sentences": len(sentences),
         "sentences_used": [s.id for s in sentences],
         "similarity_ceiling": similarity_ceiling(verifier, references, speaker),
-        "asr_floor": asr_floor(asr, speaker, language),
+        "asr_floor": asr_floor(asr, list(dict.fromkeys([*references, *speaker])), language, originals),
     }
     write_run_info(run_dir, info)
     print(f"evaluation: {len(sentences)} sentences x {cfg.samples_per_sentence} samples, models "
@@ -395,15 +414,18 @@ def _saved_models(saved: dict, models: dict[str, str]) -> dict[str, str]:
     return dict(kept)
 
 
-def speaker_recordings(cfg: EvalConfig, references: list[Path], origin: str, limit: int = 5) -> list[Path]:
+def speaker_recordings(cfg: EvalConfig, references: list[Path], origin: str,
+                       originals: dict[Path, Path] | None = None, limit: int = 5) -> list[Path]:
     """Up to `limit` other recordings of the speaker: the other reference clips, else (when the reference came
-    from the training speaker's folder) other files of `audio_dir`. They put the scores on a scale."""
+    from the training speaker's folder) other files of `audio_dir`. They put the scores on a scale. `originals`
+    (`heldout_originals`): the reference may be a corrected copy of one of those files, which is then left out."""
     if len(references) > 1:
         return references
     if origin == "reference_audio":
         return []
+    itself = {p.resolve() for p in (references[0], (originals or {}).get(references[0], references[0]))}
     found = sorted(p for p in Path(cfg.audio_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    return [p for p in found if p.resolve() != references[0].resolve()][:limit]
+    return [p for p in found if p.resolve() not in itself][:limit]
 
 
 def similarity_ceiling(verifier, references: list[Path], others: list[Path]) -> dict | None:
@@ -420,17 +442,22 @@ def similarity_ceiling(verifier, references: list[Path], others: list[Path]) -> 
     return {"mean": float(np.mean(scores)), "n": len(scores)} if scores else None
 
 
-def asr_floor(asr, recordings: list[Path], language: str) -> dict | None:
-    """The ASR's own WER on the speaker's real recordings that have a transcript beside them (clip.txt): the
-    floor under any model's WER. None when no recording has one."""
+def asr_floor(asr, recordings: list[Path], language: str, originals: dict[Path, Path] | None = None) -> dict | None:
+    """The ASR's own WER on the speaker's real recordings that have a transcript beside them (clip.txt or
+    clip.lab, read as training reads them): the floor under any model's WER. None when no recording has one.
+    A held-out clip read from a corrected copy takes the transcript beside the user's recording (`originals`)."""
     scored = []
     for path in recordings:
-        text = path.with_suffix(".txt")
-        if not text.is_file() or not text.read_text(encoding="utf-8").strip():
+        try:
+            text = side_transcript((originals or {}).get(path, path))
+        except TranscriptError as e:  # as in training: the clip is left out, the file named with what to do
+            log.warning("ASR floor: %s skipped (%s)", path, e)
+            continue
+        if text is None:
             continue
         try:
             wav = load_audio(path, 16_000)
-            scored.append(score(text.read_text(encoding="utf-8"), asr.transcribe(wav, 16_000), language)["wer"])
+            scored.append(score(text, asr.transcribe(wav, 16_000), language)["wer"])
         except Exception as e:  # noqa: BLE001 - a clip that cannot be scored is left out of the floor
             log.info("ASR floor: %s skipped (%s)", path, e)
     return {"wer": float(np.mean(scored)), "n": len(scored)} if scored else None

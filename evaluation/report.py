@@ -616,7 +616,7 @@ def _design_text(rows: Sequence[SampleResult], sentences: int, info: dict) -> st
              "No other recording of the speaker to put similarity on a scale. ")
     scale += (f"ASR floor: WER {floor['wer']:.3f} on {floor['n']} of the speaker's own recordings with "
               "transcripts (the ASR's own errors, under any model's WER). " if floor else
-              "ASR floor not measured (no recording of the speaker with a transcript beside it, clip.txt). ")
+              "ASR floor not measured (no recording of the speaker with a transcript beside it: clip.txt, clip.lab). ")
     return scale + (f"{sentences} sentences × {samples} sample(s) per model, paired by sentence and seed. Each cell: mean "
             f"with its 95% BCa bootstrap interval ({stats.N_BOOT} resamples, seed 0) over sentence means; p: "
             "two-sided sign-flip permutation test over sentences (exact up to "

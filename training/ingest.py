@@ -23,8 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from inference.audio import CLIP_LEVEL, AudioError, NonFiniteAudio, is_silent, load_audio
-
-from .transcribe import TranscriptError, check_transcript_files
+from inference.transcripts import TranscriptError, check_transcript_files
 
 log = logging.getLogger(__name__)
 

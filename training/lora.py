@@ -50,7 +50,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ from inference.settings import command_overrides, command_parser, config_from_di
 
 from .adapter import LoraSettings, add_lora, model_card, write_model_card
 from .dataset import DatasetConfig, T3Collator, build_dataset
-from .ingest import IngestConfig, IngestReport, audio_files, ingest
+from .ingest import Clip, IngestConfig, IngestReport, audio_files, ingest
 from .metrics import MetricsLogger
 from .transcribe import TranscribeConfig, resolve_model, transcribe_clips
 
@@ -669,10 +669,20 @@ def restore_training_state(checkpoint: Path, rank: int, data_info: dict, optimiz
 
 # ------------------------------------------------------------------------------------------------ export
 
-def export(run_dir: Path, peft_model, model, conds, val_rows, facts: RunFacts, step: int) -> Path:
+def heldout_record(val_paths: Sequence[str], clips: Sequence[Clip]) -> dict:
+    """What HELDOUT_FILE holds: the clips held out of training (evaluation's reference voice), and `originals`,
+    the user's recording behind each one read from a corrected copy in the cache (a DC offset removed). Its
+    transcript lies beside the recording, and evaluation must not take the recording for another clip."""
+    copies = {str(c.path.resolve()): str(c.source.resolve()) for c in clips if c.whole and c.path != c.source}
+    held = [str(Path(p).resolve()) for p in val_paths]
+    return {"heldout_clips": held, "originals": {p: copies[p] for p in held if p in copies}}
+
+
+def export(run_dir: Path, peft_model, model, conds, heldout_clips: dict, facts: RunFacts, step: int) -> Path:
     """Write `adapter/` and/or `merged/` (cfg.export), each atomically; returns the merged folder if written,
-    else the adapter folder. The adapter is saved first: merging folds it into T3 in place."""
-    heldout = json.dumps({"heldout_clips": [str(Path(p).resolve()) for p in val_rows["path"]]}, indent=2) + "\n"
+    else the adapter folder. The adapter is saved first: merging folds it into T3 in place. `heldout_clips`:
+    what HELDOUT_FILE holds (`heldout_record`)."""
+    heldout = json.dumps(heldout_clips, indent=2) + "\n"
     written = {}
     if facts.cfg.export in ("adapter", "both"):
         folder = run_dir / "adapter"
@@ -874,7 +884,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     out = None
     if accelerator.is_main_process:
         try:
-            out = export(run_dir, peft_model, model, conds, val_rows, facts, step)
+            out = export(run_dir, peft_model, model, conds, heldout_record(val_rows["path"], report.clips),
+                         facts, step)
         except WriteFailed as e:
             raise TrainingError(write_failure_help(run_dir, f"training finished, but {e}", last_saved)) from e
         print(f"metrics plot: {run_dir / 'training_metrics.png'}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from inference.asr import TranscribeConfig, Transcriber, resolve_model
+from inference.transcripts import read_transcript_file, side_transcript
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +77,6 @@ class TranscriptCache:
         self._dirty = False
 
 
-class TranscriptError(ValueError):
-    """A transcript file the user supplied that cannot be read as text; the message names it and says what to do."""
-
-
-_SIDE_SUFFIXES = (".txt", ".lab")  # a transcript beside the audio: clip.wav + clip.txt
-
-
-def read_transcript_file(path: Path) -> str:
-    """The text of a transcript file the user wrote (UTF-8, with or without a byte-order mark). A binary file or
-    another encoding is a TranscriptError naming the file, not a bare codec error."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise TranscriptError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
-                              "save it as UTF-8, or delete it to have Whisper transcribe") from e
-    except OSError as e:
-        raise TranscriptError(f"{path} cannot be read ({e.strerror or e})") from e
-
-
-def transcript_files(audio: str | Path) -> list[Path]:
-    """The transcript files beside `audio` (`<stem>.txt`, `<stem>.lab`), in the order they are looked up."""
-    audio = Path(audio).absolute()
-    return [side for side in (audio.with_suffix(s) for s in _SIDE_SUFFIXES) if side.is_file()]
-
-
-def check_transcript_files(audio: str | Path) -> None:
-    """Raise TranscriptError if a transcript file beside `audio` cannot be read as text (ingest checks this
-    before any model loads)."""
-    for side in transcript_files(audio):
-        read_transcript_file(side)
-
-
 def _read_metadata(folder: Path) -> dict[str, str]:
     """Transcripts listed in `folder`/metadata.csv (`file,text` with header, or LJSpeech `file|text[|normalised]`)
     and metadata.jsonl (`{"file": ..., "text": ...}`); file names as written there."""
@@ -156,11 +125,9 @@ class UserTranscripts:
 
     def find(self, audio: str | Path) -> str | None:
         audio = Path(audio).absolute()
-        for side in transcript_files(audio):
-            text = " ".join(read_transcript_file(side).split())
-            if text:
-                return text
-            log.warning("%s is empty; ignoring it", side)
+        text = side_transcript(audio)
+        if text is not None:
+            return text
         for folder in (audio.parent, audio.parent.parent):
             table = self._table(folder)
             if not table:

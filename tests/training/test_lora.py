@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
@@ -28,8 +29,10 @@ from inference.presets import tiny_t3
 from inference.settings import PROJECT_ROOT, config_keys, load_config
 from training import lora
 from inference.adapters import AdapterMismatch, load_adapter, probe_batch, probe_logits
+from inference.audio import load_audio
 from training.adapter import LoraSettings
 from training.dataset import DatasetConfig
+from training.ingest import ingest
 from training.lora import TrainConfig, TrainingError, build_parser, epoch_steps, resolve_config, step_dirs, train
 from training.metrics import load_metrics
 
@@ -602,6 +605,22 @@ def test_help_explains_every_flag_from_config_toml():
     shown = subprocess.run([sys.executable, "-m", "training.lora", "--help"], capture_output=True, text=True,
                            cwd=PROJECT_ROOT)
     assert shown.returncode == 0 and "clip the gradient's L2 norm" in " ".join(shown.stdout.split())
+
+
+def test_heldout_file_names_the_users_recording_of_a_corrected_clip(tmp_path):
+    """A clip whose DC offset ingest removed is trained from a centred copy in the cache; heldout_clips.json names
+    that copy and the user's recording behind it, where evaluation finds its transcript."""
+    audio = tmp_path / "audio_data"
+    audio.mkdir()
+    shutil.copy(SAMPLE / SHORT[0]["file"], audio / "clean.flac")
+    wav = load_audio(SAMPLE / SHORT[1]["file"], 24000)
+    sf.write(audio / "offset.wav", wav + 0.3, 24000, subtype="FLOAT")
+    clips = ingest(audio, tmp_path / "cache").clips
+    copied = next(c for c in clips if c.source.name == "offset.wav")
+    assert copied.path != copied.source  # the centred copy
+    record = lora.heldout_record([str(c.path) for c in clips], clips)
+    assert record["heldout_clips"] == [str(Path(c.path).resolve()) for c in clips]
+    assert record["originals"] == {str(copied.path.resolve()): str((audio / "offset.wav").resolve())}
 
 
 def test_epoch_order_is_deterministic_and_complete():

@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 
 from inference.asr import TranscribeConfig, Transcriber, wer
+from inference.transcripts import TranscriptError
 from training.transcribe import (
-    TranscriptCache, TranscriptError, normalize_for_alignment, split_transcript, transcribe_clips, transcribe_files,
+    TranscriptCache, normalize_for_alignment, split_transcript, transcribe_clips, transcribe_files,
 )
 
 SENTENCES = {
