@@ -29,7 +29,8 @@ KEY = "sk-hostile-3b9e"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"content-type": "application/json", **AUTH}
 MAX_TOKENS, CHUNK = 200, 8  # per sentence (8 s); a chunk is 8 tokens (0.32 s): much is left after the first
-LARGEST_CHUNK_SECONDS = 4 * CHUNK * 0.04  # chunks double from CHUNK tokens up to 4 x CHUNK (StreamConfig)
+LEAVING_CHUNK = 4  # the chunk_size of the requests whose clients leave: their first audio comes soonest
+LARGEST_CHUNK_SECONDS = 4 * LEAVING_CHUNK * 0.04  # chunks double from chunk_size tokens up to 4 x (StreamConfig)
 TOKEN_BYTES = 960 * 2  # 16-bit audio of one speech token
 ALLOWED_HOST = "tts.example.com"
 RSS_BOUND_MB = 100  # a body or upload that were read or decoded whole would add hundreds of MB to gigabytes
@@ -387,10 +388,10 @@ def test_a_client_that_leaves_stops_its_synthesis(hostile, path, text):
     url, _, log = hostile
     logged = log.stat().st_size
     before = idle(url)
-    body = {"input": text, "response_format": "pcm", "seed": 3}
+    body = {"input": text, "response_format": "pcm", "seed": 3, "chunk_size": LEAVING_CHUNK}
     if path == "websocket":
         with ws_connect(url) as ws:
-            ws.send(json.dumps({"type": "start", "seed": 3}))
+            ws.send(json.dumps({"type": "start", "seed": 3, "chunk_size": LEAVING_CHUNK}))
             ws.send(json.dumps({"type": "text", "text": text}))
             ws.send(json.dumps({"type": "end"}))
             assert isinstance(ws.recv(timeout=120), bytes)
