@@ -3,10 +3,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from inference.models.s3gen.xvector import CAMPPlus, kaldi_fbank
-from inference.parity.cases import synthetic_s3gen
 
 PREFIX = "speaker_encoder."
 

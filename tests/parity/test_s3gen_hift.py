@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from inference.models.s3gen.hifigan import HiFTConfig, HiFTGenerator, draw_source_randomness, remap_weight_norm_keys
-from inference.parity.golden import Tolerances, compare, load_golden
+from inference.parity.golden import load_golden
 from inference.parity.cases import synthetic_s3gen
 
 PREFIX = "mel2wav."

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-# Imported first: the parity package pins MKL's generic FFT path before any FFT runs (see its __init__).
+from inference.models.s3gen.s3tokenizer import S3Tokenizer, S3TokenizerConfig
 from inference.parity.cases import synthetic_s3gen
+from inference.parity.golden import load_golden
 
 CHECKPOINT_PREFIX = "tokenizer."
-from inference.parity.golden import Tolerances, compare, load_golden
-from inference.models.s3gen.s3tokenizer import S3Tokenizer, S3TokenizerConfig
 
 CASE = "s3tokenizer"
 
