@@ -67,7 +67,7 @@ def served(guarded_process, english, voices_dir):
     test run); the model is left as it was found."""
     saved = dict(vars(english))
     cfg = ServerConfig(voices=str(voices_dir), max_upload_mb=1, max_batch=8, max_new_tokens=MAX_TOKENS,
-                       chunk_size=16, max_chars=400, prompt_tokens=4)
+                       chunk_size=16, max_chars=400, prompt_tokens=25)
     cfg.openai_voices.nova = "nova-voice"
     english.setup_model()
     voices = VoiceStore(english, cfg.voices, cfg.allow_voice_overwrite)
