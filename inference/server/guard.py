@@ -73,15 +73,16 @@ class Guard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = body_limit(self.cfg, scope["path"])
         try:
-            self.check(scope, headers)
+            self.check(scope, headers, limit)
         except ApiError as error:
             return await refuse(scope, send, error)
         if scope["type"] == "http":
-            receive = counted(receive, body_limit(self.cfg, scope["path"]))
+            receive = counted(receive, limit)
         return await self.app(scope, receive, send)
 
-    def check(self, scope: Scope, headers: dict[str, str]) -> None:
+    def check(self, scope: Scope, headers: dict[str, str], limit: int) -> None:
         host = headers.get("host", "")
         if not host_allowed(host_name(host), self.cfg.allowed_hosts):
             raise ApiError(403, f"this server does not answer requests for the host {host_name(host)!r} "
@@ -96,7 +97,6 @@ class Guard:
                 raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'", None,
                                "invalid_api_key")
         declared = headers.get("content-length", "")
-        limit = body_limit(self.cfg, scope["path"])
         if declared.isdigit() and int(declared) > limit:
             raise too_large(limit, int(declared))
 
