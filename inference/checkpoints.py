@@ -72,8 +72,9 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
 
     `may_be_missing(key)` names entries a file may lack (constants the module rebuilds itself);
     `ignore_unexpected` logs unknown keys instead of failing (the official English S3Gen load is lenient).
+    A module's `unused_checkpoint_keys` (key -> shape) must be in the file with that shape and are then dropped.
     """
-    expected = module.state_dict()
+    expected = {**module.state_dict(), **unused_entries(module, device="meta")}
     missing = [k for k in sorted(set(expected) - set(state)) if not may_be_missing(k)]
     unexpected = sorted(set(state) - set(expected))
     if unexpected and ignore_unexpected:
@@ -91,7 +92,15 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {_listing(mismatched, 6)}")
         raise CheckpointError("\n".join(lines))
-    module.load_state_dict(state, strict=False)  # every missing key was allowed above
+    unused = unused_entries(module, device="meta")
+    module.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=False)  # missing: allowed
+
+
+def unused_entries(module: nn.Module, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Zero tensors for the keys the official files hold but the module does not use (GPT-2 T3's `tfmr.wte`)."""
+    shapes = getattr(module, "unused_checkpoint_keys", {})
+    dtype = next(module.parameters()).dtype if shapes else torch.float32
+    return {k: torch.zeros(shape, dtype=dtype, device=device) for k, shape in shapes.items()}
 
 
 def load_module(module: nn.Module, path: str | Path, remap: Callable[[dict], dict] | None = None,
@@ -106,6 +115,7 @@ def save_module(module: nn.Module, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    state.update(unused_entries(module))  # so that the reference's strict loader takes our files too
     tmp = path.with_name(path.name + ".partial")
     try:
         if path.suffix == ".safetensors":

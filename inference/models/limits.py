@@ -61,6 +61,7 @@ LIMITS: dict[str, Limit] = {
     "repetition_penalty": Limit(gt=0.0, request=Limit(ge=1.0, le=10.0)),
     "cfg_weight": Limit(ge=0.0, request=Limit(ge=0.0, le=10.0)),
     "max_new_tokens": Limit(ge=1),
+    "top_k": Limit(ge=0, note="0 turns top-k off"),
     # conditioning
     "exaggeration": Limit(ge=0.0, request=Limit(ge=0.0, le=3.0)),
     # streaming (StreamConfig), sizes in speech tokens

@@ -11,7 +11,7 @@ from ..models.s3gen.s3gen import RefDict, S3Gen
 from ..models.s3gen.xvector import kaldi_fbank
 from ..models.t3 import T3, T3Cond, T3Config, SamplingConfig
 from ..models.t3.config import MULTILINGUAL_TEXT_VOCAB
-from ..models.t3.sampling import LogitsPipeline
+from ..models.t3.sampling import logits_pipeline
 from ..models.voice_encoder import VoiceEncoder
 from ..synthetic import fill_synthetic
 from .golden import Golden
@@ -32,7 +32,19 @@ def _synthetic(key, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     return _cache[key]
 
 
+def _gpt2_t3(g: Golden) -> T3 | None:
+    """Turbo / Nano cases name their backbone (GPT2_medium, GPT2_medium_2layer, GPT2_small) in the metadata."""
+    backbone = g.meta.get("backbone", "")
+    if not backbone.startswith("GPT2"):
+        return None
+    base = T3Config.nano() if backbone.startswith("GPT2_small") else T3Config.turbo()
+    cfg = base.replace(num_layers=int(g.meta.get("gpt2_layers", base.num_layers)))
+    return _synthetic(("t3", cfg.backbone, cfg.hidden_size, cfg.num_layers), lambda: T3(cfg, init_weights=False))
+
+
 def _t3(g: Golden) -> T3:
+    if (gpt2 := _gpt2_t3(g)) is not None:
+        return gpt2
     vocab = g.meta.get("text_vocab")
     if vocab is None and "text_logits" in g.tensors:
         vocab = g.tensors["text_logits"].shape[-1]
@@ -57,33 +69,61 @@ def run_t3_forward(g: Golden) -> dict:
             "text_logits": out.text_logits, "speech_logits": out.speech_logits}
 
 
+@torch.no_grad()
+def run_t3_gpt2_forward(g: Golden) -> dict:
+    """Turbo / Nano teacher forcing; the kit stores a slice of the outputs (kit 5.12)."""
+    t = g.tensors
+    out = _t3(g)(T3Cond(t["speaker_emb"], t["cond_prompt_speech_tokens"], 0.5), t["text_tokens"],
+                 t["text_token_lens"], t["speech_tokens"], t["speech_token_lens"])
+    return {"cond_emb_head": out.cond_emb[:, :t["cond_emb_head"].shape[1]],
+            "hidden_last_b0": out.hidden_states[0, t["hidden_positions"]],
+            "text_logits_sliced": out.text_logits[..., t["text_logit_cols"]], "speech_logits": out.speech_logits}
+
+
+def _sampling(g: Golden, **extra) -> SamplingConfig:
+    params = g.params()
+    params.pop("max_gen_len", None)  # Turbo's name for the loop length; the number of tokens is given instead
+    return SamplingConfig(**{**params, **extra})
+
+
 def run_t3_inference(g: Golden) -> dict:
     t = g.tensors
     model = _t3(g)
     forced = iter(t["tokens"].tolist())
     traces = []
-    sampling = SamplingConfig(max_new_tokens=len(t["tokens"]), **g.params())
-    tokens = list(model.generate_tokens(_cond(g), t["text_tokens"][:1], sampling,
+    sampling = _sampling(g, max_new_tokens=len(t["tokens"]))
+    if model.cfg.is_gpt2:
+        sampling = _sampling(g, max_new_tokens=len(t["tokens"]), cfg_weight=0.0, min_p=0.0)
+    cond = T3Cond(t["speaker_emb"], t["cond_prompt_speech_tokens"], t["emotion_adv"] if "emotion_adv" in t else 0.5)
+    tokens = list(model.generate_tokens(cond, t["text_tokens"][:1], sampling,
                                         choose=lambda probs: next(forced), on_step=traces.append))
-    return {"step_logits": torch.stack([s.step_logits for s in traces]),
-            "probs": torch.cat([s.stages["probs"] for s in traces]),
-            "tokens": torch.tensor(tokens)}
+    out = {"step_logits": torch.stack([s.step_logits[0] for s in traces]) if model.cfg.is_gpt2
+           else torch.stack([s.step_logits for s in traces]),
+           "probs": torch.cat([s.stages["probs"] for s in traces]), "tokens": torch.tensor(tokens)}
+    if model.cfg.is_gpt2:
+        out["processed_logits"] = torch.cat([s.stages["processed_logits"] for s in traces])
+    return out
 
 
 def run_t3_sampling(g: Golden) -> dict:
     t = g.tensors
-    cond_logits, uncond_logits = t["backbone_logits"]  # (steps, V) each
-    start = T3Config().start_speech_token
-    pipeline = LogitsPipeline(SamplingConfig(**g.params()))
-    history = [start]
+    turbo = t["backbone_logits"].ndim == 2  # (steps, V): no unconditional rows
+    if turbo:
+        cond_logits, uncond_logits = t["backbone_logits"], None
+        t3_cfg, sampling = T3Config.turbo(), _sampling(g, cfg_weight=0.0, min_p=0.0)
+    else:
+        (cond_logits, uncond_logits), t3_cfg, sampling = t["backbone_logits"], T3Config(), _sampling(g)
+    pipeline = logits_pipeline(t3_cfg, sampling)
+    history = [t3_cfg.start_speech_token]
     stages: dict[str, list] = {}
     for k, token in enumerate(t["forced_tokens"].tolist()):
         trace: dict = {}
-        pipeline(cond_logits[k:k + 1], uncond_logits[k:k + 1], torch.tensor([history]), trace)
+        pipeline(cond_logits[k:k + 1], None if turbo else uncond_logits[k:k + 1], torch.tensor([history]), trace)
         for name, value in trace.items():
             stages.setdefault(name, []).append(value)
         last_history = list(history)
-        history.append(token)
+        # Turbo's history is the tokens made so far (the start token only at step 0)
+        history = history[1:] + [token] if turbo and k == 0 else history + [token]
     out = {name: torch.cat(values) for name, values in stages.items()}
     out["generated_ids_last_step"] = torch.tensor(last_history)
     return out
@@ -186,6 +226,7 @@ def run_conditionals(g: Golden) -> dict:
 # (tensors that identify the format, runner); the first whose tensors are all present wins
 KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"text_logits", "speech_logits", "cond_emb"}, run_t3_forward),
+    ({"text_logits_sliced", "speech_logits", "cond_emb_head"}, run_t3_gpt2_forward),
     ({"step_logits", "probs", "tokens"}, run_t3_inference),
     ({"backbone_logits", "forced_tokens"}, run_t3_sampling),
     ({"partial_embeds", "wav_16k"}, run_ve_embed),
@@ -202,7 +243,7 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
 def _family_not_built(g: Golden) -> str | None:
     """Turbo/Nano (GPT-2 backbone) and meanflow S3Gen cases share tensor names with the cases above but not their
     models: refuse them by their metadata instead of running them on the wrong module."""
-    if g.meta.get("backbone", "").startswith("GPT2") or g.meta.get("meanflow") == "True" or "turbo" in g.case:
+    if g.meta.get("meanflow") == "True" or g.case in ("turbo_conditionals", "turbo_text_norm"):
         return f"{g.case}: Turbo/Nano and meanflow S3Gen cases are not supported by this runner yet"
     return None
 

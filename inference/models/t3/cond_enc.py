@@ -1,4 +1,5 @@
-"""Speaker/prompt/emotion conditioning: the 34 embeddings that precede the text in T3's input."""
+"""Speaker/prompt/emotion conditioning: the embeddings that precede the text in T3's input (34 for the Llama T3;
+for GPT-2 T3, the speaker and the prompt's speech embeddings as they are: 1 + up to 375)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -87,12 +88,16 @@ class CondEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.spkr_enc = nn.Linear(cfg.speaker_embed_size, cfg.hidden_size)
-        self.emotion_adv_fc = nn.Linear(1, cfg.hidden_size, bias=False)
-        self.perceiver = Perceiver(cfg.perceiver_queries, cfg.hidden_size, cfg.perceiver_heads, cfg.perceiver_dropout)
+        if not cfg.is_gpt2:  # Turbo/Nano have neither (their exaggeration has no effect)
+            self.emotion_adv_fc = nn.Linear(1, cfg.hidden_size, bias=False)
+            self.perceiver = Perceiver(cfg.perceiver_queries, cfg.hidden_size, cfg.perceiver_heads,
+                                       cfg.perceiver_dropout)
 
     def forward(self, speaker_emb: Tensor, prompt_emb: Tensor | None, emotion_adv: Tensor) -> Tensor:
         """speaker_emb (B, 256), prompt_emb (B, P, D) or None, emotion_adv (B, 1, 1) -> (B, cond_len, D)."""
         spk = self.spkr_enc(speaker_emb.view(-1, self.cfg.speaker_embed_size))[:, None]  # (B, 1, D)
+        if self.cfg.is_gpt2:
+            return spk if prompt_emb is None else torch.cat([spk, prompt_emb.expand(len(spk), -1, -1)], dim=1)
         parts = [spk]
         if prompt_emb is not None:
             parts.append(self.perceiver(prompt_emb))  # (B, 32, D)

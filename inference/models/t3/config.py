@@ -4,10 +4,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from transformers import LlamaConfig
+from transformers import GPT2Config, LlamaConfig
 
 ENGLISH_TEXT_VOCAB = 704
 MULTILINGUAL_TEXT_VOCAB = 2454
+GPT2_TEXT_VOCAB = 50276  # GPT-2's 50257 BPE entries + 19 added ones (Turbo, Nano)
 
 # The Llama attention heads whose text-speech alignment the multilingual analyzer reads: (layer, head).
 OFFICIAL_ALIGNMENT_HEADS = ((12, 15), (13, 11), (9, 2))
@@ -25,6 +26,11 @@ class T3Config:
     The defaults are the official English model ("Llama_520M" backbone). Changing any field other than
     `num_layers` (parity's reduced case) or the tiny preset's sizes breaks compatibility with the
     official checkpoints.
+
+    `backbone="gpt2"` is the Turbo/Nano design (kit 3.6): GPT-2 with its own learned positions (`gpt2_positions`
+    rows), no T3 position tables, no perceiver and no emotion token (the conditioning is the speaker projection
+    followed by the prompt's speech embeddings as they are), a speech head with a bias, one start-of-speech token
+    and text without start/stop markers when decoding.
     """
 
     text_vocab_size: int = ENGLISH_TEXT_VOCAB
@@ -50,6 +56,12 @@ class T3Config:
     rope_theta: float = 500000.0
     rope_scaling: dict = field(default_factory=_llama3_rope)
     alignment_heads: tuple = OFFICIAL_ALIGNMENT_HEADS
+    backbone: str = "llama"  # or "gpt2"
+    gpt2_positions: int = 8196  # GPT-2's learned position table (n_positions); the whole sequence shares it
+
+    @property
+    def is_gpt2(self) -> bool:
+        return self.backbone == "gpt2"
 
     @property
     def is_multilingual(self) -> bool:
@@ -65,8 +77,29 @@ class T3Config:
 
     @property
     def cond_len(self) -> int:
-        """Conditioning tokens: speaker (1) + perceiver queries + emotion (1)."""
+        """Conditioning tokens: speaker (1) + perceiver queries + emotion (1); GPT-2: speaker + the whole prompt."""
+        if self.is_gpt2:
+            return 1 + self.speech_cond_prompt_len
         return 1 + self.perceiver_queries + 1
+
+    def backbone_config(self) -> LlamaConfig | GPT2Config:
+        return self.gpt2_config() if self.is_gpt2 else self.llama_config()
+
+    def gpt2_config(self) -> GPT2Config:
+        """GPT-2 as Turbo/Nano build it; its token embedding `wte` (text_vocab_size rows) is never used."""
+        return GPT2Config(
+            vocab_size=self.text_vocab_size,
+            n_positions=self.gpt2_positions,
+            n_embd=self.hidden_size,
+            n_layer=self.num_layers,
+            n_head=self.num_heads,
+            n_inner=self.intermediate_size,
+            activation_function="gelu_new",
+            layer_norm_epsilon=self.rms_norm_eps,
+            resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,  # inactive in eval(), as in the reference
+            attn_implementation="sdpa",
+            use_cache=True,
+        )
 
     def llama_config(self) -> LlamaConfig:
         from .attention import ATTENTION_IMPLEMENTATION
@@ -102,6 +135,24 @@ class T3Config:
     @classmethod
     def multilingual(cls) -> "T3Config":
         return cls(text_vocab_size=MULTILINGUAL_TEXT_VOCAB)
+
+    @classmethod
+    def turbo(cls) -> "T3Config":
+        """Chatterbox Turbo: GPT-2 medium (24 layers, 1024 wide), 375 prompt tokens."""
+        return cls(text_vocab_size=GPT2_TEXT_VOCAB, speech_vocab_size=6563, speech_cond_prompt_len=375,
+                   backbone="gpt2", hidden_size=1024, num_layers=24, num_heads=16, head_dim=64,
+                   intermediate_size=4096, rope_scaling={}, alignment_heads=())
+
+    @classmethod
+    def nano(cls) -> "T3Config":
+        """Chatterbox Nano: GPT-2 small (12 layers, 768 wide), otherwise Turbo."""
+        return cls.turbo().replace(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+
+    @classmethod
+    def tiny_turbo(cls, text_vocab_size: int) -> "T3Config":
+        """Turbo's design at toy size (~1M parameters plus the text tables of the synthetic BPE vocabulary)."""
+        return cls.turbo().replace(text_vocab_size=text_vocab_size, hidden_size=64, num_layers=2, num_heads=4,
+                                   head_dim=16, intermediate_size=256, gpt2_positions=2048)
 
     @classmethod
     def tiny(cls, multilingual: bool = False) -> "T3Config":

@@ -1,7 +1,8 @@
-"""T3: text tokens + voice conditioning -> 25 Hz speech tokens, on a transformers Llama backbone.
+"""T3: text tokens + voice conditioning -> 25 Hz speech tokens, on a transformers Llama or GPT-2 backbone.
 
-Input sequence of the backbone (inputs_embeds, RoPE positions 0..L-1, causal mask only):
-    [cond (34) | text_emb + text_pos (Lt) | speech_emb + speech_pos (Ls)]
+Input sequence of the backbone (inputs_embeds, positions 0..L-1, causal mask only):
+    Llama (English, multilingual; RoPE):  [cond (34) | text_emb + text_pos (Lt) | speech_emb + speech_pos (Ls)]
+    GPT-2 (Turbo, Nano; GPT-2 adds its own learned positions):  [cond (1 + P) | text_emb (Lt) | speech_emb (Ls)]
 There is no padding mask: padded text of a shorter row stays visible to its speech positions, which
 is how the official weights were trained.
 """
@@ -15,13 +16,13 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import DynamicCache, LlamaModel
+from transformers import DynamicCache, GPT2Model, LlamaModel
 from transformers.initialization import no_init_weights
 
 from .alignment import AlignmentGuard
 from .cond_enc import CondEncoder, T3Cond
 from .config import T3Config
-from .sampling import LogitsPipeline, SamplingConfig
+from .sampling import SamplingConfig, logits_pipeline
 
 IGNORE_ID = -100
 
@@ -66,14 +67,23 @@ class T3(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or T3Config.english()
         with contextlib.nullcontext() if init_weights else no_init_weights():
-            self.tfmr = LlamaModel(cfg.llama_config())
+            if cfg.is_gpt2:
+                self.tfmr = GPT2Model(cfg.gpt2_config())
+                # GPT-2's token table is never used (inputs are embeddings), yet the official files hold it and
+                # the reference loads them strictly before deleting it: checked and skipped on load, written back
+                # as zeros on save (inference/checkpoints.py)
+                self.unused_checkpoint_keys = {"tfmr.wte.weight": tuple(self.tfmr.wte.weight.shape)}
+                del self.tfmr.wte
+            else:
+                self.tfmr = LlamaModel(cfg.llama_config())
             self.cond_enc = CondEncoder(cfg)
             self.text_emb = nn.Embedding(cfg.text_vocab_size, cfg.hidden_size)
             self.speech_emb = nn.Embedding(cfg.speech_vocab_size, cfg.hidden_size)
-            self.text_pos_emb = LearnedPositions(cfg.text_pos_rows, cfg.hidden_size)
-            self.speech_pos_emb = LearnedPositions(cfg.speech_pos_rows, cfg.hidden_size)
+            if not cfg.is_gpt2:
+                self.text_pos_emb = LearnedPositions(cfg.text_pos_rows, cfg.hidden_size)
+                self.speech_pos_emb = LearnedPositions(cfg.speech_pos_rows, cfg.hidden_size)
             self.text_head = nn.Linear(cfg.hidden_size, cfg.text_vocab_size, bias=False)
-            self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=False)
+            self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=cfg.is_gpt2)
 
     @property
     def device(self) -> torch.device:
@@ -81,8 +91,15 @@ class T3(nn.Module):
 
     # ---------------------------------------------------------------- embeddings
     def embed_speech(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        """(B, Ls) ids -> (B, Ls, D) token + learned position embeddings, positions from `offset`."""
+        """(B, Ls) ids -> (B, Ls, D) token + learned position embeddings, positions from `offset` (GPT-2: the token
+        embeddings only; the backbone adds positions)."""
+        if self.cfg.is_gpt2:
+            return self.speech_emb(tokens)
         return self.speech_emb(tokens) + self.speech_pos_emb(tokens.shape[1], offset)
+
+    def embed_text(self, text_tokens: Tensor) -> Tensor:
+        text = self.text_emb(text_tokens)
+        return text if self.cfg.is_gpt2 else text + self.text_pos_emb(text_tokens.shape[1])
 
     def embed_conditioning(self, cond: T3Cond) -> Tensor:
         prompt_emb = cond.cond_prompt_speech_emb
@@ -108,18 +125,21 @@ class T3(nn.Module):
         `zero_text_of_row1` builds the unconditional CFG row: its text token embeddings are zeroed
         but its text position embeddings stay.
         """
-        self._check_text(text_tokens)
+        self._check_text(text_tokens, markers=not self.cfg.is_gpt2)
         cond_emb = self.embed_conditioning(cond)
         text = self.text_emb(text_tokens)
         if zero_text_of_row1:
             text = torch.cat([text[:1], torch.zeros_like(text[1:2]), text[2:]])
-        text = text + self.text_pos_emb(text_tokens.shape[1])
+        if not self.cfg.is_gpt2:
+            text = text + self.text_pos_emb(text_tokens.shape[1])
         speech = self.embed_speech(speech_tokens)
         b = text.shape[0]
         embeds = torch.cat([cond_emb.expand(b, -1, -1), text, speech], dim=1)
         return embeds, cond_emb
 
-    def _check_text(self, text_tokens: Tensor) -> None:
+    def _check_text(self, text_tokens: Tensor, markers: bool = True) -> None:
+        """`markers`: every row must hold the start/stop text tokens (teacher forcing of every family, as the
+        reference asserts; Turbo/Nano decoding takes the BPE ids alone)."""
         if text_tokens.ndim != 2:
             raise ValueError(f"text_tokens must be (batch, length), got shape {tuple(text_tokens.shape)}")
         if text_tokens.shape[1] > self.cfg.text_pos_rows:
@@ -128,7 +148,7 @@ class T3(nn.Module):
         if text_tokens.numel() and (int(text_tokens.max()) >= self.cfg.text_vocab_size or int(text_tokens.min()) < 0):
             raise ValueError(f"text token ids must be in [0, {self.cfg.text_vocab_size}); "
                              "is the tokenizer of the other model (English vs multilingual)?")
-        for row in text_tokens:
+        for row in text_tokens if markers else ():
             if not (row == self.cfg.start_text_token).any() or not (row == self.cfg.stop_text_token).any():
                 raise ValueError("every text row needs the start-of-text and stop-of-text tokens")
 
@@ -142,6 +162,7 @@ class T3(nn.Module):
         `packed=True` lays every row out as decoding sees it, [cond, text_i, speech_i] with the padding at the
         end, which is what training must use; the outputs come back in the same padded layout.
         """
+        self._check_text(text_tokens)
         embeds, cond_emb = self.embed_inputs(cond, text_tokens, speech_tokens)
         len_cond, lt, ls = cond_emb.shape[1], text_tokens.shape[1], speech_tokens.shape[1]
         dev = embeds.device
@@ -188,18 +209,32 @@ class T3(nn.Module):
     def decoding_prompt(self, cond: T3Cond, text_tokens: Tensor, use_cfg: bool) -> tuple[Tensor, tuple[int, int]]:
         """The first step's input: (rows, L, D) embeddings (row 1 unconditional with CFG) and where the text sits.
 
-        The reference appends the start-of-speech embedding a second time before the first step."""
+        The Llama reference appends the start-of-speech embedding a second time before the first step; GPT-2's
+        prompt ends with a single one."""
+        if use_cfg and self.cfg.is_gpt2:
+            raise ValueError("Turbo/Nano T3 has no classifier-free guidance (cfg_weight must be 0)")
         rows = 2 if use_cfg else 1
         start = torch.full((rows, 1), self.cfg.start_speech_token, dtype=torch.long, device=self.device)
         embeds, cond_emb = self.embed_inputs(cond, text_tokens.expand(rows, -1), start, zero_text_of_row1=use_cfg)
         len_cond = cond_emb.shape[1]
-        return torch.cat([embeds, self.embed_speech(start)], dim=1), (len_cond, len_cond + text_tokens.shape[1])
+        if not self.cfg.is_gpt2:
+            embeds = torch.cat([embeds, self.embed_speech(start)], dim=1)
+        return embeds, (len_cond, len_cond + text_tokens.shape[1])
 
-    def decoding_over(self, token: int, emitted: int, sampling: SamplingConfig) -> bool:
+    def speech_room(self, prompt_len: int) -> int:
+        """How many tokens decoding may emit before the position table ends (Llama: the speech table; GPT-2: the one
+        table the prompt shares)."""
+        if self.cfg.is_gpt2:
+            return self.cfg.gpt2_positions - prompt_len
+        return self.cfg.speech_pos_rows - 1
+
+    def decoding_over(self, token: int, emitted: int, sampling: SamplingConfig, room: int | None = None) -> bool:
         """The stop rule of every decoding loop (alone or batched): the stop token, or `emitted` tokens reaching
-        `max_new_tokens` or the end of the speech position table."""
-        return token == self.cfg.stop_speech_token or emitted >= min(sampling.max_new_tokens,
-                                                                      self.cfg.speech_pos_rows - 1)
+        `max_new_tokens` or the end of the position table (`room`, see speech_room). GPT-2 T3 does not stop on
+        the first token, which its reference samples before its loop starts checking."""
+        room = self.cfg.speech_pos_rows - 1 if room is None else room
+        stopped = token == self.cfg.stop_speech_token and not (self.cfg.is_gpt2 and emitted == 1)
+        return stopped or emitted >= min(sampling.max_new_tokens, room)
 
     @torch.inference_mode()
     def generate_tokens(self, cond: T3Cond, text_tokens: Tensor, sampling: SamplingConfig = SamplingConfig(),
@@ -207,7 +242,7 @@ class T3(nn.Module):
                         on_step: Callable[[StepTrace], None] | None = None) -> Iterator[int]:
         """Yields speech token ids one by one, ending with the stop token if it was produced.
 
-        text_tokens: (1, Lt) or (Lt,) ids with start/stop text tokens. With cfg_weight > 0 a second,
+        text_tokens: (1, Lt) or (Lt,) ids (Llama: with start/stop text tokens). With cfg_weight > 0 a second,
         unconditional row is decoded alongside (text embeddings zeroed). `choose` replaces
         multinomial sampling (parity feeds recorded tokens); `on_step` receives each step's trace.
         """
@@ -216,10 +251,11 @@ class T3(nn.Module):
         use_cfg = sampling.cfg_weight > 0
         rows = 2 if use_cfg else 1
         embeds, text_slice = self.decoding_prompt(cond, text_tokens, use_cfg)
+        room = self.speech_room(embeds.shape[1])
         guard = AlignmentGuard(self.tfmr, cfg.alignment_heads, text_slice, cfg.stop_speech_token) \
             if cfg.is_multilingual else None
         history = [cfg.start_speech_token]
-        pipeline = LogitsPipeline(sampling, guard=(lambda x: guard.step(x, history[-1])) if guard else None)
+        pipeline = logits_pipeline(cfg, sampling, guard=(lambda x: guard.step(x, history[-1])) if guard else None)
         if choose is None:
             def choose(probs: Tensor) -> int:
                 return int(torch.multinomial(probs, 1, generator=generator))
@@ -230,14 +266,16 @@ class T3(nn.Module):
                 hidden = self.tfmr(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
                 logits = self.speech_head(hidden[:, -1]).float()  # (rows, V)
                 trace = {} if on_step else None
+                # GPT-2 T3 penalises the start token at the first step only (its history is then the tokens made)
+                seen = history[1:] if cfg.is_gpt2 and step else history
                 probs = pipeline(logits[:1], logits[1:2] if use_cfg else None,
-                                 torch.tensor([history], device=self.device), trace)
+                                 torch.tensor([seen], device=self.device), trace)
                 if on_step:
                     on_step(StepTrace(logits, trace))
                 token = choose(probs)
                 history.append(token)
                 yield token
-                if self.decoding_over(token, step + 1, sampling):
+                if self.decoding_over(token, step + 1, sampling, room):
                     return
                 embeds = self.embed_speech(torch.full((rows, 1), token, device=self.device), offset=step + 1)
         finally:
