@@ -22,23 +22,27 @@ from tqdm import tqdm
 from . import loading, presets
 from .audio import AudioError, check_reference, load_audio
 from .conditionals import Conditionals
-from .families import ENGLISH, MULTILINGUAL, Family
+from .families import ENGLISH, MULTILINGUAL, NANO, TURBO, Decoding, Family, multilingual_decoding, multilingual_t3_file
 from .loading import T3_CONFIG_FILE, ModelParts
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond
 from .models.t3.sampling import SAMPLING_FIELDS
-from .models.tokenizers import TextError, normalize_text
+from .models.tokenizers import TextError
 from .models.tokenizers.normalize import split_for_synthesis
 from .models.voice_encoder import VoiceEncoder
 from .streaming import PieceInputs, StreamChunk, StreamConfig, Utterance, make_streamer, run_stream
+from .voice import build_conditionals
 
-__all__ = ["Chatterbox", "ChatterboxTTS", "ChatterboxMultilingualTTS", "load_chatterbox", "T3_CONFIG_FILE"]
+__all__ = ["Chatterbox", "ChatterboxTTS", "ChatterboxMultilingualTTS", "ChatterboxTurboTTS", "ChatterboxNanoTTS",
+           "load_chatterbox", "T3_CONFIG_FILE"]
 
 log = logging.getLogger(__name__)
 
-# Reference clip limits of the official pipeline: T3 prompt from the first 6 s, S3Gen from the first 10 s.
+# Reference clip limits of the original pipeline: T3 prompt from the first 6 s, S3Gen from the first 10 s
+# (each family's own: Family.voice).
 T3_PROMPT_SECONDS = 6
 S3GEN_PROMPT_SECONDS = 10
+SAMPLES_PER_TOKEN = S3GEN_SR // 25  # 960: one 25 Hz speech token of 24 kHz audio
 STREAM_FIELDS = frozenset(f.name for f in dataclasses.fields(StreamConfig))
 
 
@@ -49,7 +53,7 @@ class Chatterbox:
     sr = S3GEN_SR  # output sample rate
 
     def __init__(self, t3: T3, s3gen: S3Gen, ve: VoiceEncoder, tokenizer, device: str | torch.device = "cpu",
-                 conds: Conditionals | None = None, is_preset: bool = False):
+                 conds: Conditionals | None = None, is_preset: bool = False, decoding: Decoding | None = None):
         self.device = torch.device(device)
         self.t3 = t3.to(self.device).eval()
         self.s3gen = s3gen.to(self.device).eval()
@@ -58,22 +62,38 @@ class Chatterbox:
         self.conds = conds.to(self.device) if conds is not None else None
         self.is_preset = is_preset
         self.stream_config = StreamConfig()  # what `utterance` starts from (setup_model may change fade_duration)
+        self.decoding = decoding or self.FAMILY.decoding
         if is_preset:
             log.warning(presets.WARNING)
 
     # ------------------------------------------------------------------ loading
-    @classmethod
-    def _from_parts(cls, parts: ModelParts, device, is_preset: bool = False):
-        return cls(parts.t3, parts.s3gen, parts.ve, parts.tokenizer, device, parts.conds, is_preset)
+    @property
+    def decoding(self) -> Decoding:
+        return self._decoding
+
+    @decoding.setter
+    def decoding(self, value: Decoding) -> None:
+        """The alignment guard is T3's to run, in every decoding loop (alone or batched)."""
+        self._decoding = value
+        self.t3.alignment_guard = value.alignment_guard
 
     @classmethod
-    def from_local(cls, folder: str | Path, device: str | torch.device = "cpu"):
-        """Load a folder in the official layout (also what our training writes)."""
-        return cls._from_parts(loading.read_folder(cls.FAMILY, folder), device)
+    def _from_parts(cls, parts: ModelParts, device, is_preset: bool = False, decoding: Decoding | None = None):
+        return cls(parts.t3, parts.s3gen, parts.ve, parts.tokenizer, device, parts.conds, is_preset, decoding)
 
     @classmethod
-    def from_pretrained(cls, device: str | torch.device = "cpu", repo_id: str | None = None, revision: str = "main"):
-        return cls.from_local(loading.download(cls.FAMILY, repo_id, revision), device)
+    def from_local(cls, folder: str | Path, device: str | torch.device = "cpu", t3_model: str | None = None):
+        """Load a folder in the official layout (also what our training writes). `t3_model`: multilingual only,
+        "v2" | "v3" | "<file>.safetensors" (default: v2, or the folder's only T3 file)."""
+        decoding = None
+        if cls.FAMILY is MULTILINGUAL:
+            decoding = multilingual_decoding(multilingual_t3_file(t3_model, Path(folder)))
+        return cls._from_parts(loading.read_folder(cls.FAMILY, folder, t3_model), device, decoding=decoding)
+
+    @classmethod
+    def from_pretrained(cls, device: str | torch.device = "cpu", repo_id: str | None = None, revision: str = "main",
+                        t3_model: str | None = None):
+        return cls.from_local(loading.download(cls.FAMILY, repo_id, revision, t3_model), device, t3_model)
 
     @classmethod
     def from_preset(cls, name: str | None = None, device: str | torch.device = "cpu"):
@@ -82,18 +102,19 @@ class Chatterbox:
         if name not in (cls.FAMILY.preset, ENGLISH.preset):
             raise ValueError(f"{cls.__name__} has the presets {cls.FAMILY.preset!r} and 'tiny', not {name!r}")
         model = cls._from_parts(loading.build_preset(cls.FAMILY), device, is_preset=True)
-        model.prepare_conditionals_from_array(presets.synthetic_reference(S3GEN_SR), S3GEN_SR)
+        seconds = max(3.0, (cls.FAMILY.voice.min_seconds or 0.0) + 1.0)  # Turbo takes references over 5 s only
+        model.prepare_conditionals_from_array(presets.synthetic_reference(S3GEN_SR, seconds), S3GEN_SR)
         return model
 
     @classmethod
-    def load(cls, model: str | Path, device: str | torch.device = "cpu"):
+    def load(cls, model: str | Path, device: str | torch.device = "cpu", t3_model: str | None = None):
         """`model` is the family's preset, a local folder, or a Hugging Face repo id."""
         source = loading.describe_source(model)
         if source == "preset":
             return cls.from_preset(str(model), device)
         if source == "folder":
-            return cls.from_local(Path(model).expanduser(), device)
-        return cls.from_pretrained(device, repo_id=str(model))
+            return cls.from_local(Path(model).expanduser(), device, t3_model)
+        return cls.from_pretrained(device, repo_id=str(model), t3_model=t3_model)
 
     def parts(self) -> ModelParts:
         return ModelParts(self.t3, self.s3gen, self.ve, self.tokenizer, self.conds)
@@ -103,15 +124,16 @@ class Chatterbox:
         return loading.write_folder(self.parts(), self.FAMILY, folder)
 
     # ------------------------------------------------------------------ voice
-    def prepare_conditionals(self, wav_path: str | Path, exaggeration: float = 0.5) -> Conditionals:
-        """Clone the voice of a reference recording (any format soundfile reads; 5-10 s of clean speech)."""
+    def prepare_conditionals(self, wav_path: str | Path, exaggeration: float | None = None) -> Conditionals:
+        """Clone the voice of a reference recording (any format soundfile reads; 5-10 s of clean speech, Turbo and
+        Nano: more than 5 s)."""
         wav = load_audio(wav_path, S3GEN_SR)
         return self.prepare_conditionals_from_array(wav, S3GEN_SR, exaggeration, source=str(wav_path))
 
-    def prepare_conditionals_from_array(self, wav, sample_rate: int, exaggeration: float = 0.5,
+    def prepare_conditionals_from_array(self, wav, sample_rate: int, exaggeration: float | None = None,
                                         source: str = "reference") -> Conditionals:
-        """As the reference: T3 gets the voice-encoder embedding of the whole clip and the speech tokens of
-        its first 6 s; S3Gen gets `embed_ref` of the first 10 s."""
+        """As each family's reference does it (inference/voice.py): T3 gets the voice-encoder embedding of the
+        whole clip and the speech tokens of its first seconds, S3Gen `embed_ref` of the first 10 s."""
         import librosa
 
         wav = np.asarray(wav, dtype=np.float32)
@@ -120,36 +142,44 @@ class Chatterbox:
         if sample_rate != S3GEN_SR:
             wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=S3GEN_SR)
         wav = check_reference(wav, S3GEN_SR, source)
-        ref_16k = librosa.resample(wav, orig_sr=S3GEN_SR, target_sr=S3_SR)
-        gen = self.s3gen.embed_ref(wav[: S3GEN_PROMPT_SECONDS * S3GEN_SR], S3GEN_SR)
-        plen = self.t3.cfg.speech_cond_prompt_len
-        prompt_16k = torch.from_numpy(ref_16k[: T3_PROMPT_SECONDS * S3_SR]).to(self.device)
-        prompt_tokens, _ = self.s3gen.tokenizer([prompt_16k], max_len=plen)
-        speaker = self.ve.embed_speaker([ref_16k], S3_SR).to(self.device)
-        t3 = T3Cond(speaker_emb=speaker, cond_prompt_speech_tokens=torch.atleast_2d(prompt_tokens).to(self.device),
-                    emotion_adv=torch.full((1, 1, 1), float(exaggeration), device=self.device))
-        self.conds = Conditionals(t3, gen.as_dict())
+        self.conds = build_conditionals(wav, self.s3gen, self.ve, self.t3.cfg.speech_cond_prompt_len,
+                                        self.FAMILY.voice, self._exaggeration(exaggeration), self.device,
+                                        source=source)
         return self.conds
+
+    def _exaggeration(self, value: float | None) -> float:
+        """The family's default when unset; refused where the family has no emotion conditioning."""
+        self.FAMILY.check_settings(exaggeration=value)
+        return (0.0 if self.t3.cfg.is_gpt2 else 0.5) if value is None else float(value)
 
     # ------------------------------------------------------------------ synthesis
     def text_tokens(self, text: str, language_id: str | None = None) -> torch.Tensor:
         """Normalised, tokenized text with start/stop tokens: (1, n) on the model's device. Control tokens typed in
         the text go before normalisation, which would otherwise see `[STOP]` as the text's last word."""
-        text = normalize_text(self.tokenizer.drop_control_tokens(text))
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("text is empty or only whitespace")
+        text = self.FAMILY.normalize(self.tokenizer.drop_control_tokens(text))
         ids = self.FAMILY.encode(self.tokenizer, text, language_id)
         cfg = self.t3.cfg
         if len(ids) > cfg.max_text_tokens:
             raise TextError(f"text is {len(ids)} tokens long; the model takes at most {cfg.max_text_tokens} "
                             "per call. Split it into sentences.")
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
+        if cfg.is_gpt2:  # Turbo and Nano take the BPE ids alone
+            return tokens
         tokens = F.pad(tokens, (1, 0), value=cfg.start_text_token)
         return F.pad(tokens, (0, 1), value=cfg.stop_text_token)
 
     def sampling_config(self, **overrides) -> SamplingConfig:
-        base = SamplingConfig(repetition_penalty=self.FAMILY.repetition_penalty)
+        """The family's defaults (and this version's repetition penalty) under `overrides`; settings the family
+        does not use are refused, not ignored."""
+        self.FAMILY.check_settings(**overrides)
+        base = self.FAMILY.sampling
+        if self.decoding.repetition_penalty is not None:
+            base = dataclasses.replace(base, repetition_penalty=self.decoding.repetition_penalty)
         return SamplingConfig(**{**asdict(base), **{k: v for k, v in overrides.items() if v is not None}})
 
-    def iter_speech_tokens(self, text: str, language_id: str | None = None, exaggeration: float = 0.5,
+    def iter_speech_tokens(self, text: str, language_id: str | None = None, exaggeration: float | None = None,
                            seed: int | None = None, **sampling) -> Iterator[int]:
         """Raw decoder output token by token (stop token included when reached).
 
@@ -159,11 +189,11 @@ class Chatterbox:
         if self.conds is None:
             raise RuntimeError("no voice loaded: the model folder has no conds.pt; prepare conditionals first")
         tokens = self.text_tokens(text, language_id)
-        cond = self.conds.t3.with_exaggeration(exaggeration)
+        cond = self.conds.t3.with_exaggeration(self._exaggeration(exaggeration))
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         yield from self.t3.generate_tokens(cond, tokens, self.sampling_config(**sampling), generator=generator)
 
-    def generate_speech_tokens(self, text: str, language_id: str | None = None, exaggeration: float = 0.5,
+    def generate_speech_tokens(self, text: str, language_id: str | None = None, exaggeration: float | None = None,
                                seed: int | None = None, progress: bool = False, **sampling) -> torch.Tensor:
         """Text -> 1-D tensor of speech tokens for S3Gen: cut at the stop token, specials removed."""
         ids = []
@@ -178,7 +208,7 @@ class Chatterbox:
         return ids[ids < self.t3.cfg.start_speech_token]
 
     def generate(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
-                 exaggeration: float = 0.5, seed: int | None = None, watermark: bool = True,
+                 exaggeration: float | None = None, seed: int | None = None, watermark: bool = True,
                  progress: bool = False, max_chars_per_call: int = 300, **sampling) -> torch.Tensor:
         """Text -> (1, samples) 24 kHz waveform, watermarked unless `watermark=False`.
 
@@ -198,7 +228,12 @@ class Chatterbox:
             if len(tokens) == 0:
                 log.warning("no speech tokens for %r; skipping it", piece[:60])
                 continue
-            pieces.append(self.s3gen.inference(tokens.to(self.device), ref, generator=generator)[0].cpu())
+            spoken = len(tokens)
+            tokens = torch.cat([tokens, torch.tensor(self.FAMILY.tail_tokens, dtype=torch.long)])
+            audio = self.s3gen.inference(tokens.to(self.device), ref, generator=generator)[0].cpu()
+            if self.decoding.trim_last_token:  # upstream multilingual: the last token's 40 ms go
+                audio = audio[: max(1, spoken - 1) * SAMPLES_PER_TOKEN]
+            pieces.append(audio)
         wav = torch.cat(pieces) if pieces else torch.zeros(0)
         if watermark and len(wav):
             from .watermark import apply_watermark
@@ -208,7 +243,7 @@ class Chatterbox:
 
 
     # ------------------------------------------------------------------ streaming
-    def setup_model(self, audio_prompt_path: str | Path | None = None, exaggeration: float = 0.5,
+    def setup_model(self, audio_prompt_path: str | Path | None = None, exaggeration: float | None = None,
                     fade_duration: int = StreamConfig.fade_duration) -> None:
         """Do once, before requests, what every stream would otherwise redo: the voice's conditionals,
         the vocoder's weight-normed weights, the fade windows (checked here) and one warm-up decode."""
@@ -238,7 +273,7 @@ class Chatterbox:
         return stream, sampling
 
     def utterance(self, text: str, language_id: str | None = None, conds: Conditionals | None = None,
-                  exaggeration: float = 0.5, seed: int | None = None, max_chars_per_call: int = 300, *,
+                  exaggeration: float | None = None, seed: int | None = None, max_chars_per_call: int = 300, *,
                   stream: StreamConfig | None = None, sampling: SamplingConfig | None = None,
                   **options) -> Utterance:
         """The state of one streamed text, apart from how its tokens are decoded: `generate_stream` decodes them
@@ -248,7 +283,7 @@ class Chatterbox:
         if conds is None:
             raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
         stream, sampling = self.stream_settings(stream, sampling, **options)
-        cond = conds.t3.with_exaggeration(exaggeration)
+        cond = conds.t3.with_exaggeration(self._exaggeration(exaggeration))
         inputs = [PieceInputs(cond, self.text_tokens(piece, language_id), sampling, None if seed is None else seed + i)
                   for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call))]
         cfg = self.t3.cfg
@@ -256,7 +291,7 @@ class Chatterbox:
                          cfg.start_speech_token)
 
     def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
-                        exaggeration: float = 0.5, *, seed: int | None = None, max_chars_per_call: int = 300,
+                        exaggeration: float | None = None, *, seed: int | None = None, max_chars_per_call: int = 300,
                         stream: StreamConfig | None = None, sampling: SamplingConfig | None = None,
                         stop: threading.Event | None = None, run_ahead: bool = True,
                         **options) -> Iterator[StreamChunk]:
@@ -289,19 +324,37 @@ class ChatterboxTTS(Chatterbox):
 
 
 class ChatterboxMultilingualTTS(Chatterbox):
-    """Multilingual Chatterbox (23 languages, pass `language_id`)."""
+    """Multilingual Chatterbox (23 languages, pass `language_id`); v2 or v3 weights (`t3_model`)."""
 
     FAMILY = MULTILINGUAL
 
 
-CLASSES = {cls.FAMILY.name: cls for cls in (ChatterboxTTS, ChatterboxMultilingualTTS)}
+class ChatterboxTurboTTS(Chatterbox):
+    """Chatterbox Turbo: GPT-2 medium T3, 2-step meanflow S3Gen, paralinguistic tags (`[laugh]`, `[cough]`...)."""
+
+    FAMILY = TURBO
+
+
+class ChatterboxNanoTTS(Chatterbox):
+    """Chatterbox Nano: Turbo's design with GPT-2 small, for CPUs and devices."""
+
+    FAMILY = NANO
+
+
+CLASSES = {cls.FAMILY.name: cls for cls in (ChatterboxTTS, ChatterboxMultilingualTTS, ChatterboxTurboTTS,
+                                            ChatterboxNanoTTS)}
 
 
 def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu",
                     adapter: str | Path | None = None, t3_dtype: str = "float32",
-                    s3gen_dtype: str = "float32") -> Chatterbox:
+                    s3gen_dtype: str = "float32", family: str | None = None,
+                    t3_model: str | None = None) -> Chatterbox:
     """A preset | a folder in the official layout | a repo id | a LoRA adapter folder written by training (its
     base is loaded and the adapter merged into it in memory).
+
+    `family` names the model family (english, multilingual, turbo, nano) where the source does not tell it (a repo
+    id other than the official ones); a folder's files decide otherwise, and a contradiction is refused.
+    `t3_model`: multilingual only, "v2" (default) | "v3" | "<file>.safetensors" (a single-language pack).
 
     `adapter`: a LoRA adapter folder to put on `model`; it must have been trained on that base. The family comes
     from the source (a folder's T3 file, a preset's name, an adapter's recorded base), else `multilingual`.
@@ -318,10 +371,13 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
         except FileNotFoundError:
             raise FileNotFoundError(f"the adapter {adapter} was trained on {model}, which is not found here: pass "
                                     f"the base with --model and the adapter with --adapter {adapter}") from None
-    if adapter is not None and (read_base_identity(adapter) or {}).get("family") == MULTILINGUAL.name:
-        multilingual = True
-    family = loading.family_for(model, multilingual)
-    loaded = CLASSES[family.name].load(model, device)
+    if adapter is not None and not family:
+        family = (read_base_identity(adapter) or {}).get("family")
+    found = loading.family_for(model, multilingual, family)
+    if t3_model and found is not MULTILINGUAL:
+        raise ValueError(f"t3_model={t3_model!r} applies to the multilingual model only; {model} is {found.name}")
+    cls = CLASSES[found.name]
+    loaded = cls.load(model, device, t3_model) if t3_model else cls.load(model, device)
     if adapter is not None:
         apply_adapter(loaded, adapter)
     loaded.t3 = set_t3_dtype(loaded.t3, t3_dtype)

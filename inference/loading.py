@@ -6,6 +6,7 @@ listing them (inference/checkpoints.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -14,7 +15,8 @@ from pathlib import Path
 from . import presets
 from .checkpoints import CheckpointError, download_model, find_weights, load_module, save_module
 from .conditionals import Conditionals
-from .families import FAMILIES, PRESETS, Family, family_of_folder, family_of_preset
+from .families import (FAMILIES, MULTILINGUAL, PRESETS, Family, family_named, family_of_folder, family_of_preset,
+                       multilingual_t3_file)
 from .models.s3gen.hifigan import remap_weight_norm_keys
 from .models.s3gen.s3gen import S3Gen
 from .models.t3 import T3, T3Config
@@ -55,16 +57,23 @@ def describe_source(model: str | Path) -> str:
                             "nor a Hugging Face repo id (owner/name)")
 
 
-def family_for(model: str | Path, multilingual: bool = False) -> Family:
-    """The family a source holds: a preset's own ('tiny' is every family's: the multilingual one with
-    `multilingual`), a folder's by its T3 file; a repo id (not downloaded yet) is English unless `multilingual`."""
+def family_for(model: str | Path, multilingual: bool = False, family: str | None = None) -> Family:
+    """The family a source holds: `family` when named; a preset's own ('tiny' is every family's: the multilingual
+    one with `multilingual`); a folder's by its T3 file; a repo id (not downloaded yet) by the official repository
+    it names, else English unless `multilingual`. A named family that contradicts the folder's files is refused."""
+    named = family_named(family) if family else (FAMILIES["multilingual"] if multilingual else None)
     if (preset := family_of_preset(str(model))) is not None:
-        return FAMILIES["multilingual"] if multilingual and preset.name == "english" else preset
+        if named is not None and preset.name == "english":
+            return family_of_preset(named.preset)
+        return preset
     folder = Path(model).expanduser()
     found = family_of_folder(folder) if folder.is_dir() else None
     if found is not None:
+        if family and found is not named:
+            raise ValueError(f"{folder} holds a {found.name} model ({found.files.t3}), not {family}")
         return found
-    return FAMILIES["multilingual"] if multilingual else FAMILIES["english"]
+    by_repo = {f.repo_id.lower(): f for f in FAMILIES.values() if f.repo_id != FAMILIES["english"].repo_id}
+    return named or by_repo.get(str(model).lower()) or FAMILIES["english"]
 
 
 def constant_buffer(key: str) -> bool:
@@ -89,9 +98,14 @@ def read_s3gen(family: Family, folder: Path) -> S3Gen:
                        may_be_missing=constant_buffer, ignore_unexpected=family.lenient_s3gen)
 
 
-def read_folder(family: Family, folder: str | Path) -> ModelParts:
-    """A folder in the official layout (also what our training writes)."""
+def read_folder(family: Family, folder: str | Path, t3_model: str | None = None) -> ModelParts:
+    """A folder in the official layout (also what our training writes). `t3_model` picks the multilingual T3 file
+    (families.multilingual_t3_file)."""
     folder, files = Path(folder), family.files
+    if family is MULTILINGUAL:
+        files = dataclasses.replace(files, t3=multilingual_t3_file(t3_model, folder))
+    elif t3_model:
+        raise ValueError(f"t3_model applies to the multilingual model only, not to {family.name}")
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder not found: {folder}")
     missing = [f for f in (files.t3, files.s3gen, files.ve) if not find_weights(folder, f).is_file()]
@@ -101,7 +115,10 @@ def read_folder(family: Family, folder: str | Path) -> ModelParts:
                                 f"{', '.join(files.all())})")
     t3 = load_module(T3(read_t3_config(family, folder), init_weights=False), find_weights(folder, files.t3))
     ve = load_module(VoiceEncoder(), find_weights(folder, files.ve))
-    tokenizer = family.read_tokenizer(folder / files.tokenizer)
+    try:
+        tokenizer = family.read_tokenizer(folder / files.tokenizer)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read the tokenizer in {folder}: {e}") from e
     if tokenizer.vocab_size > t3.cfg.text_vocab_size:
         raise CheckpointError(f"{files.tokenizer} has {tokenizer.vocab_size} tokens but T3 only "
                               f"{t3.cfg.text_vocab_size} text embeddings")
@@ -109,8 +126,11 @@ def read_folder(family: Family, folder: str | Path) -> ModelParts:
     return ModelParts(t3, read_s3gen(family, folder), ve, tokenizer, conds)
 
 
-def download(family: Family, repo_id: str | None = None, revision: str = "main") -> Path:
-    return download_model(family.files, repo_id or family.repo_id, revision)
+def download(family: Family, repo_id: str | None = None, revision: str = "main", t3_model: str | None = None) -> Path:
+    files = family.files
+    if family is MULTILINGUAL:  # only the T3 file asked for, as upstream
+        files = dataclasses.replace(files, t3=multilingual_t3_file(t3_model))
+    return download_model(files, repo_id or family.repo_id, revision)
 
 
 def build_preset(family: Family) -> ModelParts:

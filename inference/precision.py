@@ -44,10 +44,27 @@ def set_t3_dtype(t3: nn.Module, dtype: str) -> nn.Module:
                          f"{', '.join(torch.backends.quantized.supported_engines)}")
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    conv1d_to_linear(t3)
     with warnings.catch_warnings(), quantized_engine("fbgemm"):
         warnings.simplefilter("ignore")  # torch's deprecation notice points to torchao, which is not a dependency
         return quantize_dynamic(t3.float(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
                                 inplace=True)
+
+
+@torch.no_grad()
+def conv1d_to_linear(module: nn.Module) -> None:
+    """GPT-2's projections are transformers `Conv1D` (x @ W + b, W stored [in, out]); dynamic quantization knows
+    nn.Linear only, so each becomes the equivalent Linear (W transposed) first."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name, child in list(module.named_modules()):
+        if isinstance(child, Conv1D):
+            n_in, n_out = child.weight.shape
+            linear = nn.Linear(n_in, n_out, device=child.weight.device, dtype=child.weight.dtype)
+            linear.weight.copy_(child.weight.t())
+            linear.bias.copy_(child.bias)
+            parent_name, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent_name) if parent_name else module, attr, linear)
 
 
 @contextmanager

@@ -19,20 +19,29 @@ from .settings import command_parser, parse_command
 
 @dataclass
 class TTSConfig:
-    model: str = "tiny"  # 'tiny' | 'tiny-multilingual' | folder in the official layout | HF repo id | adapter folder
+    """`[tts]` of config.toml. Sampling settings left as None take the model family's defaults (README, "Models");
+    a setting the family does not use (cfg_weight, min_p or exaggeration on Turbo/Nano; top_k on the others) is
+    refused when set."""
+
+    model: str = "tiny"  # a preset (tiny, tiny-multilingual, tiny-turbo, tiny-nano) | folder | HF repo id | adapter
     adapter: str = ""  # LoRA adapter folder from training to put on `model` ("": none)
-    multilingual: bool = False  # load a folder/repo as the multilingual model
+    family: str = ""  # english | multilingual | turbo | nano; "": from the model's files (or its repo id)
+    multilingual: bool = False  # load a folder/repo as the multilingual model (the same as family=multilingual)
+    t3_model: str = ""  # multilingual only: v2 | v3 | <file>.safetensors in the folder ("": v2)
     device: str = "cpu"
     t3_dtype: str = "float32"  # float32 | bfloat16 | float16 | int8 (CPU): faster, slightly different (README)
     s3gen_dtype: str = "float32"  # float32 | bfloat16
     language: str | None = None  # multilingual only, e.g. "fr"
-    exaggeration: float = 0.5
-    cfg_weight: float = 0.5
-    temperature: float = 0.8
-    repetition_penalty: float | None = None  # None: the model family's default (1.2 English, 2.0 multilingual)
-    min_p: float = 0.05
-    top_p: float = 1.0
-    max_new_tokens: int = 1000
+    exaggeration: float | None = None
+    cfg_weight: float | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    min_p: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_new_tokens: int | None = None
+    alignment_guard: bool | None = None  # multilingual: the reference fork's alignment analyzer (v2 default: on)
+    trim_last_token: bool | None = None  # cut the last speech token's 40 ms (upstream multilingual; v3 default: on)
     seed: int | None = 0
     watermark: bool = True  # Perth implicit watermark on the output
 
@@ -44,10 +53,16 @@ class TTSConfig:
 
 
 def load_model(cfg: TTSConfig):
+    import dataclasses
+
     from .chatterbox import load_chatterbox
 
-    return load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
-                           cfg.s3gen_dtype)
+    model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
+                            cfg.s3gen_dtype, cfg.family or None, cfg.t3_model or None)
+    changes = {k: v for k in ("alignment_guard", "trim_last_token") if (v := getattr(cfg, k)) is not None}
+    if changes:
+        model.decoding = dataclasses.replace(model.decoding, **changes)
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from . import loading
 from .audio import AudioError, check_reference, load_audio
 from .checkpoints import CheckpointError
 from .conditionals import Conditionals
-from .families import ENGLISH
+from .families import ENGLISH, FAMILIES, Family, family_of_preset
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .settings import command_parser, parse_command
 
@@ -36,16 +36,18 @@ class ChatterboxVC:
 
     @classmethod
     def from_local(cls, folder: str | Path, device="cpu") -> "ChatterboxVC":
-        """Reads `s3gen.safetensors` and, if present, the built-in voice of `conds.pt`."""
+        """Reads the folder's S3Gen (`s3gen.safetensors`, or Turbo/Nano's `s3gen_meanflow.safetensors`: 2 flow steps)
+        and, if present, the built-in voice of `conds.pt`."""
         folder = Path(folder)
-        s3gen = loading.read_s3gen(ENGLISH, folder)
+        s3gen = loading.read_s3gen(s3gen_family(folder), folder)
         conds = folder / ENGLISH.files.conds
         ref = RefDict.from_dict(Conditionals.load(conds).gen) if conds.is_file() else None
         return cls(s3gen, device, ref)
 
     @classmethod
-    def from_pretrained(cls, device="cpu") -> "ChatterboxVC":
-        return cls.from_local(loading.download(ENGLISH), device)
+    def from_pretrained(cls, device="cpu", repo_id: str | None = None) -> "ChatterboxVC":
+        family = loading.family_for(repo_id) if repo_id else ENGLISH
+        return cls.from_local(loading.download(family, repo_id=repo_id), device)
 
     @classmethod
     def load(cls, model: str, device="cpu") -> "ChatterboxVC":
@@ -54,10 +56,10 @@ class ChatterboxVC:
             from .presets import WARNING, synthetic_s3gen
 
             log.warning(WARNING)
-            return cls(synthetic_s3gen(), device)
+            return cls(synthetic_s3gen(family_of_preset(model)), device)
         if source == "folder":
             return cls.from_local(Path(model).expanduser(), device)
-        return cls.from_local(loading.download(ENGLISH, repo_id=model), device)
+        return cls.from_pretrained(device, repo_id=model)
 
     def set_target_voice(self, wav_path: str | Path) -> None:
         from .chatterbox import S3GEN_PROMPT_SECONDS
@@ -84,11 +86,21 @@ class ChatterboxVC:
         return wav[None]
 
 
+def s3gen_family(folder: Path) -> Family:
+    """The family whose S3Gen file the folder holds (the meanflow one first: a Turbo folder has no other)."""
+    from .checkpoints import find_weights
+
+    for family in sorted(FAMILIES.values(), key=lambda f: "meanflow" not in f.files.s3gen):
+        if find_weights(folder, family.files.s3gen).is_file():
+            return family
+    return ENGLISH  # read_s3gen then names the file that is missing
+
+
 @dataclass
 class VCConfig:
     """`[vc]` of config.toml."""
 
-    model: str = "tiny"  # 'tiny' | folder in the official layout | HF repo id
+    model: str = "tiny"  # a preset (tiny, tiny-turbo: meanflow S3Gen) | folder in the official layout | HF repo id
     device: str = "cpu"
     seed: int | None = 0
     watermark: bool = True

@@ -69,7 +69,7 @@ class T3Batcher:
         d.rows = 2 if use_cfg else 1
         text = torch.atleast_2d(d.text_tokens).long().to(t3.device)[:1]
         embeds, text_slice = t3.decoding_prompt(d.cond, text, use_cfg)
-        if cfg.is_multilingual:
+        if t3.alignment_guard:
             d.guard = AlignmentGuard(t3.tfmr, cfg.alignment_heads, text_slice, cfg.stop_speech_token, observe=False)
         d.pipeline = LogitsPipeline(d.sampling, guard=(lambda x: d.guard.step(x, d.history[-1])) if d.guard else None)
         d.history = [cfg.start_speech_token]

@@ -84,6 +84,8 @@ class T3(nn.Module):
                 self.speech_pos_emb = LearnedPositions(cfg.speech_pos_rows, cfg.hidden_size)
             self.text_head = nn.Linear(cfg.hidden_size, cfg.text_vocab_size, bias=False)
             self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=cfg.is_gpt2)
+        # the multilingual alignment analyzer runs where this is set (the loader turns it off for v3, kit 7.11)
+        self.alignment_guard = cfg.is_multilingual
 
     @property
     def device(self) -> torch.device:
@@ -253,7 +255,7 @@ class T3(nn.Module):
         embeds, text_slice = self.decoding_prompt(cond, text_tokens, use_cfg)
         room = self.speech_room(embeds.shape[1])
         guard = AlignmentGuard(self.tfmr, cfg.alignment_heads, text_slice, cfg.stop_speech_token) \
-            if cfg.is_multilingual else None
+            if self.alignment_guard else None
         history = [cfg.start_speech_token]
         pipeline = logits_pipeline(cfg, sampling, guard=(lambda x: guard.step(x, history[-1])) if guard else None)
         if choose is None:
