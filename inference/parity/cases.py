@@ -138,9 +138,23 @@ def run_ve_embed(g: Golden) -> dict:
             "partials": tr.partials, "partial_embeds": tr.partial_embeds, "embedding": emb[None]}
 
 
-def synthetic_s3gen() -> S3Gen:
-    """The whole S3Gen with synthetic weights, built once per process (~1 GB)."""
-    return _synthetic(("s3gen",), S3Gen)
+def synthetic_s3gen(meanflow: bool = False) -> S3Gen:
+    """The whole S3Gen (`meanflow`: the Turbo / Nano variant) with synthetic weights, built once per process
+    (~1 GB)."""
+    return _synthetic(("s3gen", meanflow), lambda: S3Gen(meanflow=meanflow))
+
+
+def _s3gen_parts() -> S3Gen:
+    """For the tokenizer, x-vector and vocoder cases: both variants hold the same weights there, so whichever
+    is built serves (no rebuild when meanflow and original cases alternate)."""
+    for meanflow in (False, True):
+        if ("s3gen", meanflow) in _cache:
+            return _cache[("s3gen", meanflow)]
+    return synthetic_s3gen()
+
+
+def _is_meanflow(g: Golden) -> bool:
+    return g.meta.get("meanflow") == "True" or "ode_r" in g.tensors
 
 
 def _ref(t: dict, prefix: str = "") -> RefDict:
@@ -150,7 +164,7 @@ def _ref(t: dict, prefix: str = "") -> RefDict:
 
 @torch.no_grad()
 def run_s3tokenizer(g: Golden) -> dict:
-    tok = synthetic_s3gen().tokenizer
+    tok = _s3gen_parts().tokenizer
     wav = g.tensors["wav_16k"]
     trace: dict = {}
     tokens, lens = tok([wav], trace=trace)
@@ -166,36 +180,50 @@ def run_campplus(g: Golden) -> dict:
     wav = g.tensors["wav_16k"]
     fbank = kaldi_fbank(wav.reshape(-1, wav.shape[-1])[0])
     return {"fbank": fbank - fbank.mean(dim=0, keepdim=True),
-            "embedding": synthetic_s3gen().speaker_encoder.inference(wav)}
+            "embedding": _s3gen_parts().speaker_encoder.inference(wav)}
 
 
 def run_embed_ref(g: Golden) -> dict:
     wav = g.tensors["wav_24k"]
-    ref = synthetic_s3gen().embed_ref(wav, 24000)
+    ref = _s3gen_parts().embed_ref(wav, 24000)
     return {"wav_16k_resampled": resample(wav[None], 24000, 16000)[0], "prompt_token": ref.prompt_token,
             "prompt_token_len": ref.prompt_token_len, "prompt_feat": ref.prompt_feat, "embedding": ref.embedding}
 
 
 def run_flow(g: Golden) -> dict:
+    """Token-to-mel with the golden start noise; the meanflow variant also reports the mixed time embedding
+    each estimator call used (caught at the mixer, so it is the one the U-Net saw)."""
     t = g.tensors
     trace: dict = {}
-    s3 = synthetic_s3gen()
-    mel = s3.flow.inference(t["speech_tokens"], t["prompt_token"], t["prompt_feat"], t["embedding"],
-                            noise=t["noise"], trace=trace)
+    s3 = synthetic_s3gen(_is_meanflow(g))
+    mixed: list[torch.Tensor] = []
+    mixer = s3.flow.decoder.estimator.time_embed_mixer
+    hook = mixer.register_forward_hook(lambda _m, _i, out: mixed.append(out)) if mixer is not None else None
+    try:
+        mel = s3.flow.inference(t["speech_tokens"], t["prompt_token"], t["prompt_feat"], t["embedding"],
+                                noise=t["noise"], trace=trace, n_steps=int(g.meta.get("n_timesteps", 0)) or None)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if mixed:
+        trace["time_emb_mixed"] = torch.cat(mixed)
     return {"mel": mel, **trace}
 
 
 def run_hift(g: Golden) -> dict:
     t = g.tensors
-    out = synthetic_s3gen().mel2wav.synthesize(t["mel"], phase=t["sine_phase"], noise=t["sine_randn"])
+    out = _s3gen_parts().mel2wav.synthesize(t["mel"], phase=t["sine_phase"], noise=t["sine_randn"])
     return {"f0": out.f0, "uv": out.uv, "source": out.source, "wav": out.wav}
 
 
 def run_s3gen_e2e(g: Golden) -> dict:
+    """`S3Gen.inference` in its two stages, so the mel between them (which meanflow files hold) is reported too."""
     t = g.tensors
-    wav = synthetic_s3gen().inference(t["speech_tokens"], _ref(t), flow_noise=t["flow_noise"], sine_phase=t["sine_phase"],
-                             sine_noise=t["sine_randn"])
-    return {"wav": wav}
+    s3 = synthetic_s3gen(_is_meanflow(g))
+    mel = s3.flow_inference(t["speech_tokens"], _ref(t), noise=t["flow_noise"],
+                            n_timesteps=int(g.meta.get("n_timesteps", 0)) or None)
+    wav = s3.vocode(mel, sine_phase=t["sine_phase"], sine_noise=t["sine_randn"])
+    return {"mel": mel, "wav": wav}
 
 
 def run_conditionals(g: Golden) -> dict:
@@ -235,16 +263,16 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"t3_speaker_emb", "gen_prompt_feat"}, run_conditionals),
     ({"wav_16k_resampled", "wav_24k"}, run_embed_ref),
     ({"estimator_out_step0", "ode_t"}, run_flow),
+    ({"estimator_out", "ode_t", "ode_r"}, run_flow),
     ({"sine_randn", "source"}, run_hift),
     ({"flow_noise", "sine_randn", "wav"}, run_s3gen_e2e),
 ]
 
 
 def _family_not_built(g: Golden) -> str | None:
-    """Turbo/Nano (GPT-2 backbone) and meanflow S3Gen cases share tensor names with the cases above but not their
-    models: refuse them by their metadata instead of running them on the wrong module."""
-    if g.meta.get("meanflow") == "True" or g.case in ("turbo_conditionals", "turbo_text_norm"):
-        return f"{g.case}: Turbo/Nano and meanflow S3Gen cases are not supported by this runner yet"
+    """Turbo's voice and text cases are refused until their modules exist (they share tensor names with others)."""
+    if g.case in ("turbo_conditionals", "turbo_text_norm"):
+        return f"{g.case}: Turbo's text and voice cases are not supported by this runner yet"
     return None
 
 

@@ -1,5 +1,8 @@
 """Velocity estimator of the conditional flow matching: a one-level 1-D U-Net with causal
-convolutions and transformer blocks, conditioned on time, encoder output, speaker and prompt mel."""
+convolutions and transformer blocks, conditioned on time, encoder output, speaker and prompt mel.
+
+The meanflow variant (Turbo, Nano) predicts the mean velocity over a step [t, r]: it embeds both ends with the
+same sinusoid and MLP and mixes the two embeddings into one with a bias-free Linear."""
 from __future__ import annotations
 
 import math
@@ -115,7 +118,7 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 class ConditionalDecoder(nn.Module):
     def __init__(self, in_channels: int = 320, out_channels: int = 80, channels: int = 256, heads: int = 8,
-                 head_dim: int = 64, n_blocks: int = 4, mid_blocks: int = 12):
+                 head_dim: int = 64, n_blocks: int = 4, mid_blocks: int = 12, meanflow: bool = False):
         super().__init__()
         self.in_channels = in_channels
         time_dim = 4 * channels
@@ -131,6 +134,24 @@ class ConditionalDecoder(nn.Module):
         self.up_blocks = nn.ModuleList([stage(2 * channels, CausalConv1d(channels, channels, 3))])
         self.final_block = CausalBlock(channels, channels)
         self.final_proj = nn.Conv1d(channels, out_channels, 1)
+        # registered last, as in the checkpoint; starts as [I | 0] (end time ignored) until weights are loaded
+        self.time_embed_mixer: nn.Linear | None = None
+        if meanflow:
+            self.time_embed_mixer = nn.Linear(2 * time_dim, time_dim, bias=False)
+            nn.init.eye_(self.time_embed_mixer.weight)
+
+    def _embed_time(self, t: Tensor) -> Tensor:
+        return self.time_mlp(timestep_embedding(t, self.in_channels).to(t.dtype))
+
+    def time_embedding(self, t: Tensor, r: Tensor | None = None) -> Tensor:
+        """Step start times t (B,) and, for meanflow, end times r (B,) -> the (B, 1024) embedding every
+        resnet block adds."""
+        emb = self._embed_time(t)
+        if self.time_embed_mixer is None:
+            return emb
+        if r is None:
+            raise ValueError("a meanflow estimator needs the end time r of the step")
+        return self.time_embed_mixer(torch.cat([emb, self._embed_time(r)], dim=1))
 
     @staticmethod
     def _transformers(blocks: nn.ModuleList, x: Tensor, bias: Tensor) -> Tensor:
@@ -139,9 +160,11 @@ class ConditionalDecoder(nn.Module):
             x = block(x, bias)
         return x.transpose(1, 2)
 
-    def forward(self, x: Tensor, mask: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor) -> Tensor:
-        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> velocity (B, 80, T)."""
-        time = self.time_mlp(timestep_embedding(t, self.in_channels).to(t.dtype))
+    def forward(self, x: Tensor, mask: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor,
+                r: Tensor | None = None) -> Tensor:
+        """x, mu, cond (B, 80, T); mask (B, 1, T); t, r (B,); spks (B, 80) -> velocity (B, 80, T).
+        r (meanflow only) is the step's end time: the output is then the mean velocity over [t, r]."""
+        time = self.time_embedding(t, r)
         h = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
         bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill(mask == 0, -1.0e10)
         bias = bias[:, None]  # (B, 1, 1, T): padded frames are never attended to

@@ -1,5 +1,6 @@
-"""Speech tokens -> 80-bin mel: conformer encoder, then conditional flow matching (Euler ODE with
-classifier-free guidance) continuing the prompt mel in the prompt's voice."""
+"""Speech tokens -> 80-bin mel: conformer encoder, then conditional flow matching continuing the prompt mel in
+the prompt's voice. Two solvers: the original 10 Euler steps with classifier-free guidance, and the meanflow
+variant's 2 mean-velocity steps without guidance (Turbo, Nano)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,23 +22,38 @@ class FlowConfig:
     n_timesteps: int = 10
     cfg_rate: float = 0.7
     temperature: float = 1.0
+    meanflow: bool = False  # mean-velocity estimator (time_embed_mixer) and MeanFlowMatching's solver
+
+    @classmethod
+    def distilled_meanflow(cls) -> "FlowConfig":
+        """Turbo / Nano: 2 steps, no guidance (the model was distilled from guided outputs)."""
+        return cls(n_timesteps=2, cfg_rate=0.0, meanflow=True)
+
+
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    """Draw on the generator's device: the global RNG (no generator) is the CPU one, as the goldens' draws."""
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 class FlowMatching(nn.Module):
     def __init__(self, cfg: FlowConfig = FlowConfig()):
         super().__init__()
         self.cfg = cfg
-        self.estimator = ConditionalDecoder()
+        self.estimator = ConditionalDecoder(meanflow=cfg.meanflow)
 
-    def time_span(self, device) -> Tensor:
-        t = torch.linspace(0, 1, self.cfg.n_timesteps + 1, device=device, dtype=torch.float32)
+    def time_span(self, device, n_steps: int | None = None) -> Tensor:
+        t = torch.linspace(0, 1, (n_steps or self.cfg.n_timesteps) + 1, device=device, dtype=torch.float32)
         return 1 - torch.cos(t * 0.5 * torch.pi)  # cosine schedule: small steps near the noise
 
+    def start_noise(self, frames: int, new_frames: int, generator: torch.Generator | None = None) -> Tensor:
+        """ODE start (1, 80, frames), one draw. `new_frames` (the generated part) only matters for meanflow."""
+        return torch.randn(1, 80, frames, generator=generator, device=_draw_device(generator))
+
     def forward(self, noise: Tensor, mask: Tensor, mu: Tensor, spks: Tensor, cond: Tensor,
-                trace: dict | None = None) -> Tensor:
+                trace: dict | None = None, n_steps: int | None = None) -> Tensor:
         """Integrate from noise (B=1, 80, T) to mel. Each step runs the estimator on a conditional and an
         unconditional row (mu, spks, cond zeroed) and extrapolates away from the unconditional one."""
-        t_span = self.time_span(noise.device)
+        t_span = self.time_span(noise.device, n_steps)
         x = noise * self.cfg.temperature
         t, dt = t_span[0:1], t_span[1] - t_span[0]
         zeros = torch.zeros_like
@@ -61,6 +77,42 @@ class FlowMatching(nn.Module):
         return x
 
 
+class MeanFlowMatching(FlowMatching):
+    """The meanflow solver: the estimator gives the mean velocity over a whole step [t, r], so a few plain Euler
+    steps on a linear grid reach the mel; one conditional estimator call per step, no guidance."""
+
+    def time_span(self, device, n_steps: int | None = None) -> Tensor:
+        return torch.linspace(0, 1, (n_steps or self.cfg.n_timesteps) + 1, device=device, dtype=torch.float32)
+
+    def start_noise(self, frames: int, new_frames: int, generator: torch.Generator | None = None) -> Tensor:
+        """ODE start (1, 80, frames) in the reference's draw order: first (1, 80, new_frames) for the generated
+        frames, then all `frames`, whose last `new_frames` columns the first draw replaces. Without finalize the
+        encoder output is 6 frames shorter but new_frames is not, so the first draw reaches into the prompt."""
+        device = _draw_device(generator)
+        new = torch.randn(1, 80, new_frames, generator=generator, device=device)
+        noise = torch.randn(1, 80, frames, generator=generator, device=device)
+        keep = min(new_frames, frames)
+        noise[:, :, frames - keep:] = new[:, :, new_frames - keep:]
+        return noise
+
+    def forward(self, noise: Tensor, mask: Tensor, mu: Tensor, spks: Tensor, cond: Tensor,
+                trace: dict | None = None, n_steps: int | None = None) -> Tensor:
+        """Integrate from noise (B, 80, T) to mel: x += (r - t) * v(x, t, r) for each step [t, r]."""
+        t_span = self.time_span(noise.device, n_steps)
+        batch = noise.shape[0]
+        x = noise
+        steps = []  # (x, t, r, v) per step, for the trace
+        for t, r in zip(t_span[:-1], t_span[1:]):  # 0-dim times
+            t_in, r_in = t.expand(batch), r.expand(batch)
+            v = self.estimator(x, mask, mu, t_in, spks, cond, r_in).float()  # float32 under autocast too
+            steps.append((x, t_in, r_in, v))
+            x = x + (r - t) * v
+        if trace is not None:
+            xs, ts, rs, vs = (torch.cat(column) for column in zip(*steps))
+            trace.update(ode_x_in=xs, ode_t=ts, ode_r=rs, estimator_out=vs)
+        return x
+
+
 class TokenToMel(nn.Module):
     """S3Gen's `flow` subtree."""
 
@@ -70,17 +122,18 @@ class TokenToMel(nn.Module):
         self.spk_embed_affine_layer = nn.Linear(192, 80)
         self.encoder = UpsampleConformerEncoder()
         self.encoder_proj = nn.Linear(512, 80)
-        self.decoder = FlowMatching(cfg)
+        self.decoder = (MeanFlowMatching if cfg.meanflow else FlowMatching)(cfg)
 
     @torch.inference_mode()
     def inference(self, tokens: Tensor, prompt_token: Tensor, prompt_feat: Tensor, embedding: Tensor,
                   noise: Tensor | None = None, generator: torch.Generator | None = None, finalize: bool = True,
-                  trace: dict | None = None) -> Tensor:
+                  trace: dict | None = None, n_steps: int | None = None) -> Tensor:
         """tokens (1, N), prompt_token (1, P), prompt_feat (1, F, 80), embedding (1, 192) -> mel (1, 80, T-F).
 
         T = 2 (P + N) encoder frames; the first F are the prompt. With `finalize=False` (streaming) the
         last 3 tokens' frames are dropped: they have not seen their look-ahead yet. `noise` (1, 80, >=T)
-        is the ODE start; otherwise it is drawn from `generator`.
+        is the ODE start; otherwise it is drawn from `generator` (the global RNG without one). `n_steps`
+        overrides the solver's step count (10 with guidance; 2 for meanflow).
         """
         if tokens.shape[0] != 1:
             raise ValueError("flow inference takes one utterance at a time")
@@ -99,10 +152,11 @@ class TokenToMel(nn.Module):
         cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2)
         mask = torch.ones(1, 1, frames, device=mu.device, dtype=mu.dtype)
         if noise is None:
-            noise = torch.randn(1, 80, frames, generator=generator, device="cpu").to(mu.device, mu.dtype)
+            noise = self.decoder.start_noise(frames, TOKEN_MEL_RATIO * tokens.shape[1], generator)
+            noise = noise.to(mu.device, mu.dtype)
         elif noise.shape[-1] < frames:
             raise ValueError(f"noise has {noise.shape[-1]} frames, {frames} needed")
         if trace is not None:
             trace.update(spks=spks, mu=mu)
-        mel = self.decoder(noise[:, :, :frames], mask, mu, spks, cond, trace)
+        mel = self.decoder(noise[:, :, :frames], mask, mu, spks, cond, trace, n_steps=n_steps)
         return mel[:, :, n_prompt:]

@@ -1,5 +1,8 @@
 """S3Gen: the official checkpoint's four parts under one module (keys `tokenizer.`, `speaker_encoder.`,
-`flow.`, `mel2wav.`), with the reference-voice embedding and token-to-waveform synthesis."""
+`flow.`, `mel2wav.`), with the reference-voice embedding and token-to-waveform synthesis.
+
+`S3Gen(meanflow=True)` is the Turbo / Nano variant (s3gen_meanflow.safetensors): one more estimator key and a
+2-step solver without guidance; everything else, weights included, is shared with the original."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +13,7 @@ from torch import Tensor, nn
 
 from ..audio import AudioError, resample
 from ..rates import S3_SR, S3GEN_SR
-from .flow import TokenToMel
+from .flow import FlowConfig, TokenToMel
 from .hifigan import HiFTGenerator
 from .mel import mel_24k
 from .s3tokenizer import S3Tokenizer
@@ -44,11 +47,12 @@ class RefDict:
 
 
 class S3Gen(nn.Module):
-    def __init__(self):
+    def __init__(self, meanflow: bool = False):
         super().__init__()
+        self.meanflow = meanflow
         self.tokenizer = S3Tokenizer()
         self.speaker_encoder = CAMPPlus()
-        self.flow = TokenToMel()
+        self.flow = TokenToMel(FlowConfig.distilled_meanflow() if meanflow else FlowConfig())
         self.mel2wav = HiFTGenerator()
         self.flow_dtype = torch.float32  # bfloat16: the flow under autocast (set_flow_dtype)
 
@@ -85,21 +89,30 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def flow_inference(self, speech_tokens: Tensor, ref: RefDict, noise: Tensor | None = None,
-                       generator: torch.Generator | None = None, finalize: bool = True) -> Tensor:
-        """(1, N) tokens -> (1, 80, frames) mel continuing the reference voice."""
+                       generator: torch.Generator | None = None, finalize: bool = True,
+                       n_timesteps: int | None = None) -> Tensor:
+        """(1, N) tokens -> (1, 80, frames) mel continuing the reference voice. n_timesteps: solver steps
+        (default 10, or 2 for meanflow)."""
         tokens = torch.atleast_2d(speech_tokens).long().to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.flow_dtype == torch.bfloat16):
             mel = self.flow.inference(tokens, ref.prompt_token.to(self.device), ref.prompt_feat.to(self.device),
                                       ref.embedding.to(self.device), noise=noise, generator=generator,
-                                      finalize=finalize)
+                                      finalize=finalize, n_steps=n_timesteps)
         return mel.float()
 
     @torch.inference_mode()
     def inference(self, speech_tokens: Tensor, ref: RefDict, generator: torch.Generator | None = None,
                   flow_noise: Tensor | None = None, sine_phase: Tensor | None = None,
-                  sine_noise: Tensor | None = None, fade_in: bool = True) -> Tensor:
-        """Speech tokens -> (1, samples) 24 kHz waveform. The random draws can be passed explicitly."""
-        mel = self.flow_inference(speech_tokens, ref, noise=flow_noise, generator=generator)
+                  sine_noise: Tensor | None = None, fade_in: bool = True, n_timesteps: int | None = None) -> Tensor:
+        """Speech tokens -> (1, samples) 24 kHz waveform. The random draws can be passed explicitly; the others
+        come from `generator` (the global RNG without one) in the reference's order: flow, then vocoder."""
+        mel = self.flow_inference(speech_tokens, ref, noise=flow_noise, generator=generator, n_timesteps=n_timesteps)
+        return self.vocode(mel, generator, sine_phase, sine_noise, fade_in)
+
+    @torch.inference_mode()
+    def vocode(self, mel: Tensor, generator: torch.Generator | None = None, sine_phase: Tensor | None = None,
+               sine_noise: Tensor | None = None, fade_in: bool = True) -> Tensor:
+        """mel (1, 80, T) -> (1, T * 480) waveform, the start of an utterance faded in."""
         wav, _ = self.mel2wav.inference(mel, phase=sine_phase, noise=sine_noise, generator=generator)
         if fade_in:
             n = min(2 * FADE_SAMPLES, wav.shape[1])
