@@ -52,7 +52,7 @@ from inference.audio import check_reference, load_audio
 from inference.adapters import (ADAPTER_CONFIG, BASE_FILE, HELDOUT_FILE, RUN_CONFIG, adapter_base, is_adapter,
                                  on_synthetic_base)
 from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
-from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
+from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox, refuse_gpt2
 from inference.checkpoints import CheckpointError
 from inference.families import ENGLISH, PRESETS
 from inference.loading import is_repo_id
@@ -533,7 +533,9 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
 
 def load_model(path: str, cfg: EvalConfig):
     multilingual = cfg.multilingual or path == "tiny-multilingual"
-    return load_chatterbox(path, multilingual, cfg.device)
+    model = load_chatterbox(path, multilingual, cfg.device)
+    refuse_gpt2(model, "evaluation")
+    return model
 
 
 def speaks_only_english(path: str, cfg: EvalConfig) -> bool:

@@ -1,6 +1,6 @@
 """Chatterbox inference: models, checkpoints and the user-facing synthesis classes."""
 
-__all__ = ["ChatterboxTTS", "ChatterboxMultilingualTTS"]
+__all__ = ["ChatterboxTTS", "ChatterboxMultilingualTTS", "ChatterboxTurboTTS", "ChatterboxNanoTTS", "load_chatterbox"]
 
 
 def __getattr__(name: str):

@@ -24,6 +24,7 @@ from .audio import AudioError, check_reference, load_audio
 from .conditionals import Conditionals
 from .families import ENGLISH, MULTILINGUAL, NANO, TURBO, Decoding, Family, multilingual_decoding, multilingual_t3_file
 from .loading import T3_CONFIG_FILE, ModelParts
+from .models.rates import TOKEN_SAMPLES
 from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
 from .models.t3 import T3, SamplingConfig, T3Cond
 from .models.t3.sampling import SAMPLING_FIELDS
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 # (each family's own: Family.voice).
 T3_PROMPT_SECONDS = 6
 S3GEN_PROMPT_SECONDS = 10
-SAMPLES_PER_TOKEN = S3GEN_SR // 25  # 960: one 25 Hz speech token of 24 kHz audio
 STREAM_FIELDS = frozenset(f.name for f in dataclasses.fields(StreamConfig))
 
 
@@ -232,7 +232,7 @@ class Chatterbox:
             tokens = torch.cat([tokens, torch.tensor(self.FAMILY.tail_tokens, dtype=torch.long)])
             audio = self.s3gen.inference(tokens.to(self.device), ref, generator=generator)[0].cpu()
             if self.decoding.trim_last_token:  # upstream multilingual: the last token's 40 ms go
-                audio = audio[: max(1, spoken - 1) * SAMPLES_PER_TOKEN]
+                audio = audio[: max(1, spoken - 1) * TOKEN_SAMPLES]
             pieces.append(audio)
         wav = torch.cat(pieces) if pieces else torch.zeros(0)
         if watermark and len(wav):
@@ -343,6 +343,13 @@ class ChatterboxNanoTTS(Chatterbox):
 
 CLASSES = {cls.FAMILY.name: cls for cls in (ChatterboxTTS, ChatterboxMultilingualTTS, ChatterboxTurboTTS,
                                             ChatterboxNanoTTS)}
+
+
+def refuse_gpt2(model: Chatterbox, what: str) -> None:
+    """The commands not yet built for Turbo and Nano say so at once, before any work."""
+    if model.t3.cfg.is_gpt2:
+        raise ValueError(f"{what} takes the English and multilingual models for now, not {model.FAMILY.name}; "
+                         "synthesise with python -m inference.tts or the Python API")
 
 
 def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu",

@@ -755,6 +755,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
 
     if model is None:
         model = load_chatterbox(cfg.model, cfg.multilingual, device)
+    if model.t3.cfg.is_gpt2:
+        raise TrainingError(f"fine-tuning takes the English and multilingual models for now, not "
+                            f"{model.FAMILY.name}")
     if model.is_preset:
         accelerator.print("NOTE: the tiny preset has random weights; its losses and output say nothing about speech")
     data = prepare_data(cfg, model, report, texts, accelerator)

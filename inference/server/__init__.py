@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from ..chatterbox import load_chatterbox
+    from ..chatterbox import load_chatterbox, refuse_gpt2
     from .app import create_app
     from .engine import Engine
     from .guard import body_limit
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
                             cfg.s3gen_dtype)
+    refuse_gpt2(model, "the server")
     model.setup_model()
     voices = VoiceStore(model, cfg.voices or None, cfg.allow_voice_overwrite)
     voices.load_folder()

@@ -13,23 +13,15 @@ from inference.parity.golden import Tolerances, load_golden
 CASES = ["t3_en_2layer", "t3_en_full", "t3_mtl_2layer", "t3_mtl_full", "t3_inference_en_2layer",
          "t3_inference_en_full", "t3_inference_mtl_full", "t3_sampling_en_defaults", "t3_sampling_alt", "ve_embed",
          "s3tokenizer", "campplus_xvector", "s3gen_embed_ref", "s3gen_flow", "s3gen_hift", "s3gen_e2e",
-         "conditionals"]
-# Turbo, Nano and the meanflow S3Gen (kit sections 3.5-3.6, 5.12-5.18, 7.8-7.11): pending until issue 22 builds
-# those models; until then the runner refuses them (test below), so nothing here pretends they pass.
-PENDING = ["t3_turbo_2layer", "t3_turbo_full", "t3_nano_full", "t3_inference_turbo_full", "t3_inference_nano_full",
-           "t3_sampling_turbo_defaults", "t3_sampling_turbo_alt", "turbo_conditionals", "turbo_text_norm",
-           "s3gen_meanflow_flow", "s3gen_meanflow_e2e"]
+         "conditionals",
+         # Turbo, Nano and the meanflow S3Gen (kit sections 3.5-3.6, 5.12-5.18, 7.8-7.11)
+         "t3_turbo_2layer", "t3_turbo_full", "t3_nano_full", "t3_inference_turbo_full", "t3_inference_nano_full",
+         "t3_sampling_turbo_defaults", "t3_sampling_turbo_alt", "turbo_conditionals", "turbo_text_norm",
+         "s3gen_meanflow_flow", "s3gen_meanflow_e2e"]
 
 
 def test_every_kit_file_is_covered(parity_dir):
-    assert sorted(CASES + PENDING) == sorted(p.stem for p in (parity_dir / "golden").glob("*.safetensors"))
-
-
-@pytest.mark.parametrize("case", PENDING)
-def test_pending_case_is_not_claimed(parity_dir, case):
-    """A pending file is refused by its metadata, not run on the English model that shares its tensor names."""
-    result = run_file(parity_dir / "golden" / f"{case}.safetensors")
-    assert result.status == "ERROR" and "not supported by this runner yet" in result.message
+    assert sorted(CASES) == sorted(p.stem for p in (parity_dir / "golden").glob("*.safetensors"))
 
 
 @pytest.fixture(scope="module")
