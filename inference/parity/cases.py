@@ -183,6 +183,50 @@ def run_conditionals(g: Golden) -> dict:
             "gen_embedding": conds.gen["embedding"]}
 
 
+# Turbo/Nano's T3 prompt limit (`speech_cond_prompt_len`, kit 3.6); the original model's is 150
+TURBO_PROMPT_LEN = 375
+
+
+def run_turbo_conditionals(g: Golden) -> dict:
+    """Turbo's `prepare_conditionals` (kit 5.17) through `inference.voice` with Turbo's rules, all parts synthetic.
+    The plain S3Gen serves: `embed_ref` does not reach the meanflow decoder, and the keys both share hold the same
+    synthetic values."""
+    from ..voice import TURBO_VOICE, build_conditionals
+
+    trace: dict = {}
+    conds = build_conditionals(g.tensors["wav_24k"].numpy(), 24000, s3gen=synthetic_s3gen(),
+                               ve=fill_synthetic(VoiceEncoder()).eval(), prompt_len=TURBO_PROMPT_LEN,
+                               rules=TURBO_VOICE, exaggeration=0.5, trace=trace)
+    gain = trace["loudness_gain"]
+    return {"loudness_gain": torch.tensor([gain if gain is not None else float("nan")], dtype=torch.float32),
+            "wav_24k_norm": torch.from_numpy(trace["wav_24k"]), "ref_16k_librosa": torch.from_numpy(trace["ref_16k"]),
+            "t3_speaker_emb": conds.t3.speaker_emb, "t3_cond_prompt_speech_tokens": conds.t3.cond_prompt_speech_tokens,
+            "t3_emotion_adv": conds.t3.emotion_adv,
+            **{f"gen_{k}": conds.gen[k] for k in ("prompt_token", "prompt_token_len", "prompt_feat", "embedding")}}
+
+
+def _utf8_strings(data: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    raw, bounds = bytes(data.to(torch.uint8).tolist()), offsets.tolist()
+    return [raw[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])]
+
+
+def _utf8_tensors(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = [0]
+    for e in encoded:
+        offsets.append(offsets[-1] + len(e))
+    return torch.tensor(list(b"".join(encoded)), dtype=torch.int64), torch.tensor(offsets, dtype=torch.int64)
+
+
+def run_turbo_text_norm(g: Golden) -> dict:
+    """Turbo's `punc_norm` (kit 5.18) on each string of the file."""
+    from ..models.tokenizers.turbo import turbo_punc_norm
+
+    texts = _utf8_strings(g.tensors["input_utf8"], g.tensors["input_offsets"])
+    data, offsets = _utf8_tensors([turbo_punc_norm(t) for t in texts])
+    return {"output_utf8": data, "output_offsets": offsets}
+
+
 # (tensors that identify the format, runner); the first whose tensors are all present wins
 KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"text_logits", "speech_logits", "cond_emb"}, run_t3_forward),
@@ -191,7 +235,9 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"partial_embeds", "wav_16k"}, run_ve_embed),
     ({"log_mel", "fsq_proj"}, run_s3tokenizer),
     ({"fbank", "embedding", "wav_16k"}, run_campplus),
+    ({"loudness_gain", "wav_24k_norm", "gen_prompt_feat"}, run_turbo_conditionals),
     ({"t3_speaker_emb", "gen_prompt_feat"}, run_conditionals),
+    ({"input_utf8", "input_offsets", "output_utf8"}, run_turbo_text_norm),
     ({"wav_16k_resampled", "wav_24k"}, run_embed_ref),
     ({"estimator_out_step0", "ode_t"}, run_flow),
     ({"sine_randn", "source"}, run_hift),
@@ -199,9 +245,20 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
 ]
 
 
+# Runners of Turbo/Nano cases, built with that family's own code: their files are not refused below.
+TURBO_READY = frozenset({run_turbo_conditionals, run_turbo_text_norm})
+
+
+def _runner(g: Golden) -> Callable[[Golden], dict] | None:
+    names = set(g.tensors)
+    return next((runner for required, runner in KINDS if required <= names), None)
+
+
 def _family_not_built(g: Golden) -> str | None:
     """Turbo/Nano (GPT-2 backbone) and meanflow S3Gen cases share tensor names with the cases above but not their
     models: refuse them by their metadata instead of running them on the wrong module."""
+    if _runner(g) in TURBO_READY:
+        return None
     if g.meta.get("backbone", "").startswith("GPT2") or g.meta.get("meanflow") == "True" or "turbo" in g.case:
         return f"{g.case}: Turbo/Nano and meanflow S3Gen cases are not supported by this runner yet"
     return None
@@ -210,8 +267,7 @@ def _family_not_built(g: Golden) -> str | None:
 def run_case(g: Golden) -> dict:
     if (reason := _family_not_built(g)) is not None:
         raise UnsupportedCase(reason)
-    names = set(g.tensors)
-    for required, runner in KINDS:
-        if required <= names:
-            return runner(g)
-    raise UnsupportedCase(f"unrecognised golden format (tensors: {sorted(names)})")
+    runner = _runner(g)
+    if runner is None:
+        raise UnsupportedCase(f"unrecognised golden format (tensors: {sorted(g.tensors)})")
+    return runner(g)
