@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import loading, presets
-from .audio import AudioError, check_reference, load_audio
+from .audio import load_audio
 from .conditionals import Conditionals
 from .families import ENGLISH, MULTILINGUAL, NANO, TURBO, Decoding, Family, multilingual_decoding, multilingual_t3_file
 from .loading import T3_CONFIG_FILE, ModelParts
 from .models.rates import TOKEN_SAMPLES
-from .models.s3gen.s3gen import S3GEN_SR, S3_SR, RefDict, S3Gen
-from .models.t3 import T3, SamplingConfig, T3Cond
+from .models.s3gen.s3gen import S3GEN_SR, RefDict, S3Gen
+from .models.t3 import T3, SamplingConfig
 from .models.t3.sampling import SAMPLING_FIELDS
 from .models.tokenizers import TextError
 from .models.tokenizers.normalize import split_for_synthesis
@@ -134,16 +134,9 @@ class Chatterbox:
                                         source: str = "reference") -> Conditionals:
         """As each family's reference does it (inference/voice.py): T3 gets the voice-encoder embedding of the
         whole clip and the speech tokens of its first seconds, S3Gen `embed_ref` of the first 10 s."""
-        import librosa
-
-        wav = np.asarray(wav, dtype=np.float32)
-        if wav.ndim != 1:
-            raise AudioError(f"{source}: expected mono audio, got shape {wav.shape}")
-        if sample_rate != S3GEN_SR:
-            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=S3GEN_SR)
-        wav = check_reference(wav, S3GEN_SR, source)
-        self.conds = build_conditionals(wav, self.s3gen, self.ve, self.t3.cfg.speech_cond_prompt_len,
-                                        self.FAMILY.voice, self._exaggeration(exaggeration), self.device,
+        self.conds = build_conditionals(np.asarray(wav, dtype=np.float32), sample_rate, s3gen=self.s3gen, ve=self.ve,
+                                        prompt_len=self.t3.cfg.speech_cond_prompt_len, rules=self.FAMILY.voice,
+                                        exaggeration=self._exaggeration(exaggeration), device=self.device,
                                         source=source)
         return self.conds
 

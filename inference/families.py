@@ -17,8 +17,9 @@ from .models.s3gen.s3gen import S3Gen
 from .models.t3 import SamplingConfig, T3Config
 from .models.tokenizers import EnTokenizer, MTLTokenizer, TextError, build_char_tokenizer, normalize_text
 from .models.tokenizers.languages import check_language
-from .models.tokenizers.turbo import BpeTokenizer, synthetic_bpe_tokenizer, turbo_punc_norm
-from .voice import VoiceRules
+from .models.tokenizers.synthetic_bpe import synthetic_bpe_tokenizer
+from .models.tokenizers.turbo import BpeTokenizer, turbo_punc_norm
+from .voice import NANO_VOICE, ORIGINAL_VOICE, TURBO_VOICE, VoiceRules
 
 # the reasons a family gives for refusing a setting it has no use for
 NO_GUIDANCE = "it has no classifier-free guidance"
@@ -54,7 +55,7 @@ class Family:
     lenient_s3gen: bool = False
     build_s3gen: Callable[[], S3Gen] = S3Gen
     normalize: Callable[[str], str] = normalize_text
-    voice: VoiceRules = VoiceRules()
+    voice: VoiceRules = ORIGINAL_VOICE
     # settings this family's models do not use -> why; refused when given a value other than off (0)
     unused: dict[str, str] = field(default_factory=lambda: {"top_k": NOT_USED.format(name="top-k filter")})
     decoding: Decoding = Decoding()
@@ -123,19 +124,19 @@ _GPT2_COMMON = dict(
     sampling=SamplingConfig(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2, min_p=0.0,
                             cfg_weight=0.0, max_new_tokens=1001),
     needs_language=False, build_s3gen=functools.partial(S3Gen, meanflow=True), normalize=turbo_punc_norm,
-    voice=VoiceRules.turbo(), tail_tokens=(4299, 4299, 4299),
+    tail_tokens=(4299, 4299, 4299),
     unused={"cfg_weight": NO_GUIDANCE, "min_p": NOT_USED.format(name="min-p filter"),
             "exaggeration": NOT_USED.format(name="emotion conditioning")})
 
 TURBO = Family(
     name="turbo", repo_id="ResembleAI/chatterbox-turbo", files=ModelFiles(t3="t3_turbo_v1.safetensors", **_GPT2_FILES),
-    t3=T3Config.turbo(), tiny_t3=T3Config.tiny_turbo(4096), preset="tiny-turbo", **_GPT2_COMMON,
+    t3=T3Config.turbo(), tiny_t3=T3Config.tiny_turbo(4096), preset="tiny-turbo", voice=TURBO_VOICE, **_GPT2_COMMON,
     size="350M (GPT-2 medium T3) + 2-step meanflow S3Gen",
     purpose="English voice agents: low latency, paralinguistic tags ([laugh], [cough], ...)")
 
 NANO = Family(
     name="nano", repo_id="ResembleAI/chatterbox-nano", files=ModelFiles(t3="t3_nano_v1.safetensors", **_GPT2_FILES),
-    t3=T3Config.nano(), tiny_t3=T3Config.tiny_turbo(4096), preset="tiny-nano", **_GPT2_COMMON,
+    t3=T3Config.nano(), tiny_t3=T3Config.tiny_turbo(4096), preset="tiny-nano", voice=NANO_VOICE, **_GPT2_COMMON,
     size="110M (GPT-2 small T3) + 2-step meanflow S3Gen", purpose="English on a CPU or a device; Turbo's design")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ENGLISH, MULTILINGUAL, TURBO, NANO)}

@@ -18,6 +18,7 @@ from .conditionals import Conditionals
 from .families import (FAMILIES, MULTILINGUAL, PRESETS, Family, family_named, family_of_folder, family_of_preset,
                        multilingual_t3_file)
 from .models.s3gen.hifigan import remap_weight_norm_keys
+from .models.tokenizers.turbo import BpeTokenizer
 from .models.s3gen.s3gen import S3Gen
 from .models.t3 import T3, T3Config
 from .models.voice_encoder import VoiceEncoder
@@ -146,7 +147,8 @@ def write_folder(parts: ModelParts, family: Family, folder: str | Path) -> Path:
     save_module(parts.t3, folder / files.t3)
     save_module(parts.ve, folder / files.ve)
     save_module(parts.s3gen, folder / files.s3gen)
-    parts.tokenizer.save(folder / files.tokenizer)
+    # a grapheme tokenizer is one file; GPT-2's BPE is the files AutoTokenizer reads from the folder
+    parts.tokenizer.save(folder if isinstance(parts.tokenizer, BpeTokenizer) else folder / files.tokenizer)
     if parts.conds is not None:
         parts.conds.save(folder / files.conds)
     if parts.t3.cfg != family.t3:

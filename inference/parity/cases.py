@@ -251,6 +251,46 @@ def run_conditionals(g: Golden) -> dict:
             "gen_embedding": conds.gen["embedding"]}
 
 
+def run_turbo_conditionals(g: Golden) -> dict:
+    """Turbo's `prepare_conditionals` (kit 5.17) through `inference.voice` with Turbo's rules, all parts synthetic.
+    The plain S3Gen serves: `embed_ref` does not reach the meanflow decoder, and the keys both share hold the same
+    synthetic values."""
+    from ..voice import TURBO_VOICE, build_conditionals
+
+    trace: dict = {}
+    conds = build_conditionals(g.tensors["wav_24k"].numpy(), 24000, s3gen=synthetic_s3gen(),
+                               ve=fill_synthetic(VoiceEncoder()).eval(), prompt_len=T3Config.turbo().speech_cond_prompt_len,
+                               rules=TURBO_VOICE, exaggeration=0.5, trace=trace)
+    gain = trace["loudness_gain"]
+    return {"loudness_gain": torch.tensor([gain if gain is not None else float("nan")], dtype=torch.float32),
+            "wav_24k_norm": torch.from_numpy(trace["wav_24k"]), "ref_16k_librosa": torch.from_numpy(trace["ref_16k"]),
+            "t3_speaker_emb": conds.t3.speaker_emb, "t3_cond_prompt_speech_tokens": conds.t3.cond_prompt_speech_tokens,
+            "t3_emotion_adv": conds.t3.emotion_adv,
+            **{f"gen_{k}": conds.gen[k] for k in ("prompt_token", "prompt_token_len", "prompt_feat", "embedding")}}
+
+
+def _utf8_strings(data: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    raw, bounds = bytes(data.to(torch.uint8).tolist()), offsets.tolist()
+    return [raw[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])]
+
+
+def _utf8_tensors(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = [0]
+    for e in encoded:
+        offsets.append(offsets[-1] + len(e))
+    return torch.tensor(list(b"".join(encoded)), dtype=torch.int64), torch.tensor(offsets, dtype=torch.int64)
+
+
+def run_turbo_text_norm(g: Golden) -> dict:
+    """Turbo's `punc_norm` (kit 5.18) on each string of the file."""
+    from ..models.tokenizers.turbo import turbo_punc_norm
+
+    texts = _utf8_strings(g.tensors["input_utf8"], g.tensors["input_offsets"])
+    data, offsets = _utf8_tensors([turbo_punc_norm(t) for t in texts])
+    return {"output_utf8": data, "output_offsets": offsets}
+
+
 # (tensors that identify the format, runner); the first whose tensors are all present wins
 KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"text_logits", "speech_logits", "cond_emb"}, run_t3_forward),
@@ -260,7 +300,9 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
     ({"partial_embeds", "wav_16k"}, run_ve_embed),
     ({"log_mel", "fsq_proj"}, run_s3tokenizer),
     ({"fbank", "embedding", "wav_16k"}, run_campplus),
+    ({"loudness_gain", "wav_24k_norm", "gen_prompt_feat"}, run_turbo_conditionals),
     ({"t3_speaker_emb", "gen_prompt_feat"}, run_conditionals),
+    ({"input_utf8", "input_offsets", "output_utf8"}, run_turbo_text_norm),
     ({"wav_16k_resampled", "wav_24k"}, run_embed_ref),
     ({"estimator_out_step0", "ode_t"}, run_flow),
     ({"estimator_out", "ode_t", "ode_r"}, run_flow),
@@ -269,18 +311,13 @@ KINDS: list[tuple[set[str], Callable[[Golden], dict]]] = [
 ]
 
 
-def _family_not_built(g: Golden) -> str | None:
-    """Turbo's voice and text cases are refused until their modules exist (they share tensor names with others)."""
-    if g.case in ("turbo_conditionals", "turbo_text_norm"):
-        return f"{g.case}: Turbo's text and voice cases are not supported by this runner yet"
-    return None
+def _runner(g: Golden) -> Callable[[Golden], dict] | None:
+    names = set(g.tensors)
+    return next((runner for required, runner in KINDS if required <= names), None)
 
 
 def run_case(g: Golden) -> dict:
-    if (reason := _family_not_built(g)) is not None:
-        raise UnsupportedCase(reason)
-    names = set(g.tensors)
-    for required, runner in KINDS:
-        if required <= names:
-            return runner(g)
-    raise UnsupportedCase(f"unrecognised golden format (tensors: {sorted(names)})")
+    runner = _runner(g)
+    if runner is None:
+        raise UnsupportedCase(f"unrecognised golden format (tensors: {sorted(g.tensors)})")
+    return runner(g)

@@ -1,11 +1,9 @@
 """Turbo, Nano and multilingual v3 as users call them: the tiny-turbo preset through the CLI and the Python API,
 loading folders and repo ids, the family's settings, voice references and bad input."""
-import math
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
