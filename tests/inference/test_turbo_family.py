@@ -212,3 +212,12 @@ def test_trim_drops_exactly_the_last_token(multilingual):
 def test_t3_model_is_for_the_multilingual_model_only(turbo_folder):
     with pytest.raises(ValueError, match="multilingual model only"):
         load_chatterbox(turbo_folder, t3_model="v3")
+
+
+def test_reduced_precision_on_the_gpt2_t3_and_meanflow_s3gen():
+    """bfloat16 T3 and S3Gen flow under bfloat16 autocast, as users ask for speed on the CPU."""
+    fast = load_chatterbox("tiny-turbo", t3_dtype="bfloat16", s3gen_dtype="bfloat16")
+    assert fast.t3.speech_emb.weight.dtype == torch.bfloat16
+    wav = fast.generate("Hello there.", seed=0, watermark=False, max_new_tokens=6)
+    assert wav.dtype == torch.float32 and torch.isfinite(wav).all() and wav.abs().max() > 0
+    assert wav.shape[1] <= (6 + 3) * TOKEN_SAMPLES
