@@ -313,6 +313,11 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
         models["tuned"] = resolve_model_path(cfg.tuned_model_path, "tuned_model_path", cfg)
     if saved is not None:
         models = _saved_models(saved, models)
+    for path in models.values():
+        try:
+            refuse_gpt2(path, "evaluation", cfg.multilingual)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
     english = [name for name, path in models.items() if speaks_only_english(path, cfg)]
     if language != "en" and english:
         raise EvaluationError(f"language {language!r}: the {' and '.join(english)} model is the English Chatterbox; "
@@ -533,9 +538,7 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
 
 def load_model(path: str, cfg: EvalConfig):
     multilingual = cfg.multilingual or path == "tiny-multilingual"
-    model = load_chatterbox(path, multilingual, cfg.device)
-    refuse_gpt2(model, "evaluation")
-    return model
+    return load_chatterbox(path, multilingual, cfg.device)
 
 
 def speaks_only_english(path: str, cfg: EvalConfig) -> bool:

@@ -58,7 +58,7 @@ from torch import nn
 
 from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, load_adapter,
                                 merge_verified, write_base_identity)
-from inference.chatterbox import load_chatterbox
+from inference.chatterbox import load_chatterbox, refuse_gpt2
 from inference.checkpoints import CheckpointError
 from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
@@ -745,6 +745,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     from tqdm.auto import tqdm
 
     # --- data first: no model is loaded before the recordings are known to be enough and the output writable
+    try:
+        refuse_gpt2(model if model is not None else cfg.model, "fine-tuning", cfg.multilingual)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
     check_audio_dir(cfg)
     check_output_dir(cfg, run_dir)
     resolve_model(cfg.transcribe)
@@ -755,9 +759,6 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
 
     if model is None:
         model = load_chatterbox(cfg.model, cfg.multilingual, device)
-    if model.t3.cfg.is_gpt2:
-        raise TrainingError(f"fine-tuning takes the English and multilingual models for now, not "
-                            f"{model.FAMILY.name}")
     if model.is_preset:
         accelerator.print("NOTE: the tiny preset has random weights; its losses and output say nothing about speech")
     data = prepare_data(cfg, model, report, texts, accelerator)

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from .guard import body_limit
     from .voices import VoiceStore
 
+    refuse_gpt2(cfg.model, "the server", cfg.multilingual)
     model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
                             cfg.s3gen_dtype)
-    refuse_gpt2(model, "the server")
     model.setup_model()
     voices = VoiceStore(model, cfg.voices or None, cfg.allow_voice_overwrite)
     voices.load_folder()

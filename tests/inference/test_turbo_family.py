@@ -221,3 +221,15 @@ def test_reduced_precision_on_the_gpt2_t3_and_meanflow_s3gen():
     wav = fast.generate("Hello there.", seed=0, watermark=False, max_new_tokens=6)
     assert wav.dtype == torch.float32 and torch.isfinite(wav).all() and wav.abs().max() > 0
     assert wav.shape[1] <= (6 + 3) * TOKEN_SAMPLES
+
+
+@pytest.mark.parametrize("command", [["inference.server"], ["training.lora", "--run", "x"],
+                                     ["evaluation", "--max-sentences", "1"]])
+def test_commands_not_built_for_turbo_yet_say_so_at_once(command, tmp_path):
+    """Serving, fine-tuning and evaluating Turbo/Nano come next; until then each refuses before loading anything."""
+    extra = {"training.lora": ["--output-dir", str(tmp_path)], "evaluation": ["--output-dir", str(tmp_path)]}
+    model_flag = "--base-model-path" if command[0] == "evaluation" else "--model"
+    res = subprocess.run([sys.executable, "-m", *command, model_flag, "tiny-turbo", *extra.get(command[0], [])],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "English and multilingual models for now, not turbo" in res.stderr + res.stdout
