@@ -233,3 +233,27 @@ def test_commands_not_built_for_turbo_yet_say_so_at_once(command, tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "English and multilingual models for now, not turbo" in res.stderr + res.stdout
+
+
+def test_nano_folder_is_recognised(tmp_path):
+    from inference import ChatterboxNanoTTS
+
+    nano = ChatterboxNanoTTS.from_preset()
+    folder = nano.save_local(tmp_path / "nano")
+    assert (folder / "t3_nano_v1.safetensors").is_file() and not (folder / "t3_turbo_v1.safetensors").exists()
+    loaded = load_chatterbox(folder)
+    assert type(loaded) is ChatterboxNanoTTS and loaded.FAMILY is NANO
+
+
+def test_cli_multilingual_v3(v3_folder, tmp_path, capsys):
+    """`multilingual=true t3_model=v3` as a user types it."""
+    from inference import tts
+
+    out = tmp_path / "fr3.wav"
+    code = tts.main(["--model", str(v3_folder), "multilingual=true", "t3_model=v3", "--language", "fr", "--text",
+                     "Bonjour.", "--out", str(out), "max_new_tokens=5", "watermark=false"])
+    assert code == 0, capsys.readouterr().err
+    assert 0 < sf.info(str(out)).frames <= 4 * TOKEN_SAMPLES  # 5 tokens at most, the last one trimmed
+    code = tts.main(["--model", str(v3_folder), "t3_model=v2", "--language", "fr", "--text", "Bonjour.", "--out",
+                     str(out)])
+    assert code == 2 and "t3_mtl23ls_v2.safetensors" in capsys.readouterr().err
