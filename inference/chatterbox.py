@@ -259,6 +259,7 @@ class Chatterbox:
             raise TypeError(f"unknown streaming option(s) {', '.join(sorted(unknown))}; stream options: "
                             f"{', '.join(sorted(STREAM_FIELDS))}; sampling: {', '.join(sorted(SAMPLING_FIELDS))}")
         given = {k: v for k, v in options.items() if v is not None}
+        self.FAMILY.check_settings(**given)
         stream = dataclasses.replace(stream or self.stream_config,
                                      **{k: v for k, v in given.items() if k in STREAM_FIELDS})
         sampling = dataclasses.replace(sampling or self.sampling_config(),

@@ -170,7 +170,10 @@ MULTILINGUAL_T3 = {"v2": "t3_mtl23ls_v2.safetensors", "v3": "t3_mtl23ls_v3.safet
 
 
 def multilingual_t3_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("t3_*.safetensors"))
+    """T3 files a multilingual folder may hold under other names (v3, single-language packs): any `t3_*` file that
+    is not another family's."""
+    others = {f.files.t3 for f in FAMILIES.values() if f is not MULTILINGUAL}
+    return sorted(p.name for p in folder.glob("t3_*.safetensors") if p.name not in others)
 
 
 def multilingual_t3_file(t3_model: str | None, folder: Path | None = None) -> str:

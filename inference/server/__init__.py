@@ -10,7 +10,7 @@ Endpoints (errors are OpenAI's {"error": {"message", "type", "param", "code"}}):
   POST /v1/audio/speech        OpenAI's request: model, input, voice, response_format (mp3 | opus | aac | flac | wav |
                                pcm; default mp3), speed (0.25-4, pitch kept), stream_format (audio | sse),
                                instructions (ignored); plus seed, temperature, cfg_weight, exaggeration, min_p, top_p,
-                               repetition_penalty, language_id, chunk_size, stream (false: the whole file at once)
+                               top_k (Turbo/Nano), repetition_penalty, language_id, chunk_size, stream (false: the whole file at once)
   WS   /v1/audio/stream        {"type": "start", "voice", ...options} then {"type": "text", "text"}... then
                                {"type": "end"}; 16-bit 24 kHz PCM frames and {"type": "chunk"} messages come back
                                sentence by sentence while later text still arrives, then {"type": "done"}

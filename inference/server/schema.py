@@ -35,6 +35,7 @@ class SynthesisOptions(BaseModel):
     exaggeration: float | None = _limited("exaggeration")
     min_p: float | None = _limited("min_p")
     top_p: float | None = _limited("top_p")
+    top_k: int | None = _limited("top_k")
     repetition_penalty: float | None = _limited("repetition_penalty")
     chunk_size: int | None = _limited("chunk_size")
     speed: float = Field(default=1.0, ge=0.25, le=4.0)  # time-stretched, pitch kept

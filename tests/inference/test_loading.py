@@ -42,11 +42,13 @@ def test_family_for_every_source(tmp_path):
 
 
 def test_families_differ_only_by_their_descriptions():
-    assert set(FAMILIES) == {"english", "multilingual"} and family_named("english") is ENGLISH
-    assert {f.files.t3 for f in FAMILIES.values()} == {"t3_cfg.safetensors", "t3_mtl23ls_v2.safetensors"}
+    assert set(FAMILIES) == {"english", "multilingual", "turbo", "nano"} and family_named("english") is ENGLISH
+    assert {f.files.t3 for f in FAMILIES.values()} == {"t3_cfg.safetensors", "t3_mtl23ls_v2.safetensors",
+                                                       "t3_turbo_v1.safetensors", "t3_nano_v1.safetensors"}
     assert (ENGLISH.repetition_penalty, MULTILINGUAL.repetition_penalty) == (1.2, 2.0)
-    with pytest.raises(ValueError, match="known: english, multilingual"):
-        family_named("turbo")
+    assert FAMILIES["turbo"].sampling == FAMILIES["nano"].sampling and FAMILIES["turbo"].sampling.top_k == 1000
+    with pytest.raises(ValueError, match="known: english, multilingual, turbo, nano"):
+        family_named("turbo-v2")
 
 
 class _Echo:

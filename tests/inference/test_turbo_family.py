@@ -257,3 +257,11 @@ def test_cli_multilingual_v3(v3_folder, tmp_path, capsys):
     code = tts.main(["--model", str(v3_folder), "t3_model=v2", "--language", "fr", "--text", "Bonjour.", "--out",
                      str(out)])
     assert code == 2 and "t3_mtl23ls_v2.safetensors" in capsys.readouterr().err
+
+
+def test_streaming_options_are_checked_against_the_family(turbo, english):
+    with pytest.raises(ValueError, match="cfg_weight=0.5 does not apply to the turbo model"):
+        turbo.utterance("Hi.", cfg_weight=0.5)
+    with pytest.raises(ValueError, match="top_k=5 does not apply to the english model"):
+        english.utterance("Hi.", top_k=5)
+    assert turbo.utterance("Hi.", top_k=50).pieces[0].sampling.top_k == 50
