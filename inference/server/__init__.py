@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         _, cfg = parse_command(parser, argv, ServerConfig, "server")
+        from ..chatterbox import refuse_gpt2
+
+        refuse_gpt2(cfg.model, "the server", cfg.multilingual)
     except (ValueError, FileNotFoundError) as e:  # before the model takes seconds to load
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -49,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from ..chatterbox import load_chatterbox, refuse_gpt2
+    from ..chatterbox import load_chatterbox
     from .app import create_app
     from .engine import Engine
     from .guard import body_limit
     from .voices import VoiceStore
 
-    refuse_gpt2(cfg.model, "the server", cfg.multilingual)
     model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
                             cfg.s3gen_dtype)
     model.setup_model()
