@@ -190,7 +190,7 @@ class Chatterbox:
                                seed: int | None = None, progress: bool = False, **sampling) -> torch.Tensor:
         """Text -> 1-D tensor of speech tokens for S3Gen: cut at the stop token, specials removed."""
         ids = []
-        with tqdm(total=sampling.get("max_new_tokens") or SamplingConfig.max_new_tokens, disable=not progress,
+        with tqdm(total=self.sampling_config(**sampling).max_new_tokens, disable=not progress,
                   desc="speech tokens", unit="tok") as bar:
             for token in self.iter_speech_tokens(text, language_id, exaggeration, seed, **sampling):
                 if token == self.t3.cfg.stop_speech_token:

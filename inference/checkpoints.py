@@ -142,5 +142,6 @@ def download_model(files: ModelFiles, repo_id: str, revision: str = "main") -> P
         raise CheckpointError(
             f"could not get {repo_id} from the Hugging Face Hub ({type(e).__name__}: {e}).\n"
             f"Without network access, copy these files into a folder and pass it instead of the repo id "
-            f"(--model /path/to/folder, or from_local(folder)): {', '.join(files.all())}") from e
+            f"(--model /path/to/folder, or from_local(folder)): {', '.join(files.all()[:4])}, and those of "
+            f"{', '.join(files.all()[4:])} that the repository has") from e
     return Path(folder)

@@ -65,6 +65,22 @@ def load_model(cfg: TTSConfig):
     return model
 
 
+def check_voice_file(path: Path, cfg: TTSConfig) -> None:
+    """A missing file, or one too short for the family's voice rules (Turbo: over 5 s), is refused at once."""
+    from .loading import family_for
+
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    rules = family_for(cfg.model, cfg.multilingual, cfg.family or None).voice
+    try:
+        seconds = sf.info(str(path)).duration
+    except RuntimeError:
+        return  # not something soundfile reads: load_audio says why, with the model's other checks
+    if rules.min_seconds is not None and not seconds > rules.min_seconds:
+        raise ValueError(f"{path}: {rules.label} needs a reference longer than {rules.min_seconds:g} s; "
+                         f"got {seconds:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("python -m inference.tts", TTSConfig, "tts", __doc__.splitlines()[0])
     p.add_argument("--text", required=True)
@@ -78,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args, cfg = parse_command(parser, argv, TTSConfig, "tts")
-        if args.voice is not None and not args.voice.is_file():  # before the model takes seconds to load
-            raise FileNotFoundError(f"audio file not found: {args.voice}")
+        if args.voice is not None:  # before the model takes seconds to load
+            check_voice_file(args.voice, cfg)
         return run(args, cfg)
     except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as e:  # user errors: the message, no traceback
         print(f"error: {e}", file=sys.stderr)

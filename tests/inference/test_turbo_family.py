@@ -265,3 +265,14 @@ def test_streaming_options_are_checked_against_the_family(turbo, english):
     with pytest.raises(ValueError, match="top_k=5 does not apply to the english model"):
         english.utterance("Hi.", top_k=5)
     assert turbo.utterance("Hi.", top_k=50).pieces[0].sampling.top_k == 50
+
+
+def test_cli_refuses_a_short_reference_before_loading(tmp_path, capsys):
+    from inference import tts
+    from inference.presets import synthetic_reference
+
+    ref = tmp_path / "ref3.wav"
+    sf.write(str(ref), synthetic_reference(S3GEN_SR, 3.0), S3GEN_SR)
+    code = tts.main(["--model", "tiny-turbo", "--voice", str(ref), "--text", "Hi.", "--out", str(tmp_path / "o.wav")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Turbo needs a reference longer than 5 s; got 3.0 s" in err and "loaded" not in err
