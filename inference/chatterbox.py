@@ -385,4 +385,5 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
         apply_adapter(loaded, adapter)
     loaded.t3 = set_t3_dtype(loaded.t3, t3_dtype)
     set_s3gen_dtype(loaded.s3gen, s3gen_dtype)
+    loaded.decoding = loaded.decoding  # the adapter or the precision may have put a new T3 in place
     return loaded
