@@ -1,14 +1,13 @@
 """python -m inference.parity GOLDEN.safetensors... [--tolerances tolerances.json] [-v]
 
-One line per file: name, PASS/FAIL/ERROR, worst error. Exit status 1 if any case fails or cannot run.
-Files run grouped by the model they build (a decoding case beside the forward case of the same T3), so each
-synthetic model is built once; a full-size T3 takes seconds.
+One line per file, in the order given: name, PASS/FAIL/ERROR, worst error. Exit status 1 if any case fails or
+cannot run. Synthetic models are built once for consecutive files that use the same one (a full-size T3 takes
+seconds), so list a decoding case beside the forward case of the same T3 to save the rebuild.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tolerances = Tolerances.load(args.tolerances) if args.tolerances else None
     ok = True
-    for path in sorted(args.files, key=lambda f: Path(f).name.replace("inference_", "")):
+    for path in args.files:
         result = run_file(path, tolerances)
         print(result.summary(), flush=True)
         if result.status != "PASS" or args.verbose:
