@@ -100,7 +100,9 @@ class Chatterbox:
         """The family's preset; 'tiny' names every family's preset (`--model tiny multilingual=true`)."""
         name = name or cls.FAMILY.preset
         if name not in (cls.FAMILY.preset, ENGLISH.preset):
-            raise ValueError(f"{cls.__name__} has the presets {cls.FAMILY.preset!r} and 'tiny', not {name!r}")
+            names = sorted({cls.FAMILY.preset, ENGLISH.preset})
+            raise ValueError(f"{cls.__name__} takes the presets {' and '.join(names)}, not {name!r}: "
+                             f"load_chatterbox({name!r}) picks the class for any preset")
         model = cls._from_parts(loading.build_preset(cls.FAMILY), device, is_preset=True)
         seconds = max(3.0, (cls.FAMILY.voice.min_seconds or 0.0) + 1.0)  # Turbo takes references over 5 s only
         model.prepare_conditionals_from_array(presets.synthetic_reference(S3GEN_SR, seconds), S3GEN_SR)

@@ -66,6 +66,8 @@ def family_for(model: str | Path, multilingual: bool = False, family: str | None
     if (preset := family_of_preset(str(model))) is not None:
         if named is not None and preset.name == "english":
             return family_of_preset(named.preset)
+        if family and named is not preset:
+            raise ValueError(f"the preset {model} is the {preset.name} model, not {family}")
         return preset
     folder = Path(model).expanduser()
     found = family_of_folder(folder) if folder.is_dir() else None

@@ -56,13 +56,33 @@ def load_model(cfg: TTSConfig):
     import dataclasses
 
     from .chatterbox import load_chatterbox
+    from .families import MULTILINGUAL
 
     model = load_chatterbox(cfg.model, cfg.multilingual, cfg.device, cfg.adapter or None, cfg.t3_dtype,
                             cfg.s3gen_dtype, cfg.family or None, cfg.t3_model or None)
     changes = {k: v for k in ("alignment_guard", "trim_last_token") if (v := getattr(cfg, k)) is not None}
+    if changes and model.FAMILY is not MULTILINGUAL:
+        raise ValueError(f"{', '.join(changes)} applies to the multilingual model only, not to {model.FAMILY.name}")
     if changes:
         model.decoding = dataclasses.replace(model.decoding, **changes)
     return model
+
+
+def check_before_loading(args: argparse.Namespace, cfg: TTSConfig) -> None:
+    """What can be refused without the model is refused before it takes seconds to load: empty text, settings
+    the family does not use, a missing or too short reference."""
+    from .loading import family_for
+    from .models.tokenizers import TextError
+
+    from .adapters import is_adapter
+
+    if not args.text.strip():
+        raise TextError("text is empty or only whitespace")
+    if not is_adapter(cfg.model):  # an adapter's family is its base's, known once it is read
+        family = family_for(cfg.model, cfg.multilingual, cfg.family or None)
+        family.check_settings(**cfg.sampling(), exaggeration=cfg.exaggeration)
+    if args.voice is not None:
+        check_voice_file(args.voice, cfg)
 
 
 def check_voice_file(path: Path, cfg: TTSConfig) -> None:
@@ -94,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args, cfg = parse_command(parser, argv, TTSConfig, "tts")
-        if args.voice is not None:  # before the model takes seconds to load
-            check_voice_file(args.voice, cfg)
+        check_before_loading(args, cfg)
         return run(args, cfg)
     except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as e:  # user errors: the message, no traceback
         print(f"error: {e}", file=sys.stderr)

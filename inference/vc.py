@@ -74,7 +74,8 @@ class ChatterboxVC:
         if target_voice_path is not None:
             self.set_target_voice(target_voice_path)
         if self.ref is None:
-            raise RuntimeError("no target voice: pass target_voice_path (the model folder has no conds.pt)")
+            raise RuntimeError("no target voice: pass one (--target on the command line, target_voice_path in Python); "
+                               "this model has no built-in voice (conds.pt)")
         source = check_reference(load_audio(source_path, S3_SR), S3_SR, str(source_path))
         tokens, _ = self.s3gen.tokenizer([torch.from_numpy(source).to(self.device)])
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -290,3 +290,17 @@ def test_cli_refuses_a_short_reference_before_loading(tmp_path, capsys):
     code = tts.main(["--model", "tiny-turbo", "--voice", str(ref), "--text", "Hi.", "--out", str(tmp_path / "o.wav")])
     err = capsys.readouterr().err
     assert code == 2 and "Turbo needs a reference longer than 5 s; got 3.0 s" in err and "loaded" not in err
+
+
+def test_cli_refuses_multilingual_switches_and_settings_before_loading(capsys, tmp_path):
+    """Settings the family does not use fail with exit 2: cfg_weight and a contradicting family before the model
+    loads, v3's switches on Turbo once the model's family is known."""
+    from inference import tts
+
+    out = str(tmp_path / "o.wav")
+    for extra, message in ((["cfg_weight=0.5"], "cfg_weight=0.5 does not apply to the turbo model"),
+                           (["family=english"], "the preset tiny-turbo is the turbo model, not english"),
+                           (["trim_last_token=true"], "applies to the multilingual model only")):
+        code = tts.main(["--model", "tiny-turbo", "--text", "Hi.", "--out", out, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err

@@ -99,6 +99,7 @@ class T3Config:
             resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,  # inactive in eval(), as in the reference
             attn_implementation="sdpa",
             use_cache=True,
+            bos_token_id=None, eos_token_id=None,  # GPT-2's 50256: no meaning in T3 (and past a toy vocabulary)
         )
 
     def llama_config(self) -> LlamaConfig:

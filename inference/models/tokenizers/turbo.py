@@ -172,7 +172,7 @@ class BpeTokenizer:
             if known is None:
                 listed = ", ".join(self._tags) if self._tags else "none"
                 raise TextError(f"unknown tag [{' '.join(body.split())}]: this model's tags are {listed}. "
-                                "Other bracketed words would be spelled out and spoken.")
+                                "Use one of them, or remove the brackets to have the words read out.")
             return known
 
         return _BRACKETED.sub(resolve, text)
