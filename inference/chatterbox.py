@@ -376,8 +376,8 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
         except FileNotFoundError:
             raise FileNotFoundError(f"the adapter {adapter} was trained on {model}, which is not found here: pass "
                                     f"the base with --model and the adapter with --adapter {adapter}") from None
-    if adapter is not None and not family:
-        family = (read_base_identity(adapter) or {}).get("family")
+    if adapter is not None and (read_base_identity(adapter) or {}).get("family") == MULTILINGUAL.name:
+        multilingual = True  # a hint only: a base of another family is refused by apply_adapter, with both named
     found = loading.family_for(model, multilingual, family)
     if t3_model and found is not MULTILINGUAL:
         raise ValueError(f"t3_model={t3_model!r} applies to the multilingual model only; {model} is {found.name}")
