@@ -381,8 +381,7 @@ def load_chatterbox(model: str | Path, multilingual: bool = False, device: str |
     found = loading.family_for(model, multilingual, family)
     if t3_model and found is not MULTILINGUAL:
         raise ValueError(f"t3_model={t3_model!r} applies to the multilingual model only; {model} is {found.name}")
-    cls = CLASSES[found.name]
-    loaded = cls.load(model, device, t3_model) if t3_model else cls.load(model, device)
+    loaded = CLASSES[found.name].load(model, device, t3_model or None)
     if adapter is not None:
         apply_adapter(loaded, adapter)
     loaded.t3 = set_t3_dtype(loaded.t3, t3_dtype)
