@@ -97,14 +97,17 @@ class Chatterbox:
 
     @classmethod
     def from_preset(cls, name: str | None = None, device: str | torch.device = "cpu"):
-        """The family's preset; 'tiny' names every family's preset (`--model tiny multilingual=true`)."""
+        """The family's preset; 'tiny' names every family's preset (`--model tiny multilingual=true`).
+        `synthetic-<family>` is the official size with synthetic weights and a 10 s voice: for timing."""
         name = name or cls.FAMILY.preset
-        if name not in (cls.FAMILY.preset, ENGLISH.preset):
-            names = sorted({cls.FAMILY.preset, ENGLISH.preset})
-            raise ValueError(f"{cls.__name__} takes the presets {' and '.join(names)}, not {name!r}: "
+        full_size = name == cls.FAMILY.synthetic_preset
+        if name not in (cls.FAMILY.preset, ENGLISH.preset) and not full_size:
+            names = sorted({cls.FAMILY.preset, ENGLISH.preset, cls.FAMILY.synthetic_preset})
+            raise ValueError(f"{cls.__name__} takes the presets {', '.join(names)}, not {name!r}: "
                              f"load_chatterbox({name!r}) picks the class for any preset")
-        model = cls._from_parts(loading.build_preset(cls.FAMILY), device, is_preset=True)
-        seconds = max(3.0, (cls.FAMILY.voice.min_seconds or 0.0) + 1.0)  # Turbo takes references over 5 s only
+        model = cls._from_parts(loading.build_preset(cls.FAMILY, full_size), device, is_preset=True)
+        # Turbo takes references over 5 s only; a full-size preset gets a voice as long as S3Gen's prompt can be
+        seconds = S3GEN_PROMPT_SECONDS if full_size else max(3.0, (cls.FAMILY.voice.min_seconds or 0.0) + 1.0)
         model.prepare_conditionals_from_array(presets.synthetic_reference(S3GEN_SR, seconds), S3GEN_SR)
         return model
 
@@ -284,7 +287,7 @@ class Chatterbox:
                   for i, piece in enumerate(split_for_synthesis(text, max_chars_per_call))]
         cfg = self.t3.cfg
         return Utterance(self.s3gen, RefDict.from_dict(conds.gen), stream, inputs, cfg.stop_speech_token,
-                         cfg.start_speech_token)
+                         cfg.start_speech_token, self.FAMILY.tail_tokens, self.decoding.trim_last_token)
 
     def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path: str | Path | None = None,
                         exaggeration: float | None = None, *, seed: int | None = None, max_chars_per_call: int = 300,

@@ -65,6 +65,11 @@ class Family:
     purpose: str = ""
 
     @property
+    def synthetic_preset(self) -> str:
+        """The preset with the official sizes and synthetic weights: what benchmarks time (no speech either)."""
+        return f"synthetic-{self.name}"
+
+    @property
     def repetition_penalty(self) -> float:
         return self.sampling.repetition_penalty
 
@@ -140,7 +145,8 @@ NANO = Family(
     size="110M (GPT-2 small T3) + 2-step meanflow S3Gen", purpose="English on a CPU or a device; Turbo's design")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ENGLISH, MULTILINGUAL, TURBO, NANO)}
-PRESETS: tuple[str, ...] = tuple(f.preset for f in FAMILIES.values())
+PRESETS: tuple[str, ...] = tuple(f.preset for f in FAMILIES.values()) + tuple(
+    f.synthetic_preset for f in FAMILIES.values())
 
 
 def family_named(name: str) -> Family:
@@ -150,7 +156,11 @@ def family_named(name: str) -> Family:
 
 
 def family_of_preset(name: str) -> Family | None:
-    return next((f for f in FAMILIES.values() if f.preset == name), None)
+    return next((f for f in FAMILIES.values() if name in (f.preset, f.synthetic_preset)), None)
+
+
+def is_full_size_preset(name: str) -> bool:
+    return any(name == f.synthetic_preset for f in FAMILIES.values())
 
 
 def family_of_folder(folder: Path) -> Family | None:

@@ -136,10 +136,16 @@ def download(family: Family, repo_id: str | None = None, revision: str = "main",
     return download_model(files, repo_id or family.repo_id, revision)
 
 
-def build_preset(family: Family) -> ModelParts:
-    """The real architecture with deterministic synthetic weights (T3 at toy size): no intelligible speech."""
-    t3 = fill_synthetic(T3(family.tiny_t3, init_weights=False)).eval()
-    return ModelParts(t3, presets.synthetic_s3gen(family), presets.tiny_voice_encoder(), family.tiny_tokenizer())
+def build_preset(family: Family, full_size: bool = False) -> ModelParts:
+    """The real architecture with deterministic synthetic weights: no intelligible speech. T3 at toy size, or at
+    the official size (`full_size`: the synthetic-<family> presets, for timing). The tokenizer is the tiny
+    preset's either way (no official vocabulary is available here); its ids fit every family's T3."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is overwritten
+        t3 = T3(family.t3 if full_size else family.tiny_t3, init_weights=False)
+    return ModelParts(fill_synthetic(t3).eval(), presets.synthetic_s3gen(family), presets.tiny_voice_encoder(),
+                      family.tiny_tokenizer())
 
 
 def write_folder(parts: ModelParts, family: Family, folder: str | Path) -> Path:

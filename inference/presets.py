@@ -16,7 +16,7 @@ from .synthetic import fill_synthetic
 __all__ = ["PRESETS", "WARNING", "synthetic_reference", "synthetic_s3gen", "tiny_t3", "tiny_tokenizer",
            "tiny_voice_encoder"]
 
-WARNING = "tiny preset: random weights, the output is not intelligible speech"
+WARNING = "preset model: random weights, the output is not intelligible speech"
 
 
 def _family(multilingual: bool) -> Family:

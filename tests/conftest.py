@@ -1,6 +1,6 @@
 import pytest
 
-from inference import ChatterboxMultilingualTTS, ChatterboxTTS
+from inference import ChatterboxMultilingualTTS, ChatterboxTTS, ChatterboxTurboTTS
 
 @pytest.fixture(scope="session", autouse=True)
 def offline():
@@ -23,3 +23,8 @@ def english():
 @pytest.fixture(scope="session")
 def multilingual():
     return ChatterboxMultilingualTTS.from_preset()
+
+
+@pytest.fixture(scope="session")
+def turbo():
+    return ChatterboxTurboTTS.from_preset()

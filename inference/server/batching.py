@@ -3,7 +3,8 @@
 Decoding one token reads every weight of the backbone once, so on a GPU (and on a CPU, where memory bandwidth
 bounds small matmuls) a step for many rows costs little more than a step for one. Each request keeps what makes
 its tokens its own: its conditional/unconditional row pair, sampling settings, random generator, token history,
-alignment guard and stop event. It joins after a prefill of its own, which is exactly the first step of
+alignment guard and stop event. Llama T3 decodes a conditional/unconditional row pair per request, GPT-2 T3
+(Turbo, Nano) one row. It joins after a prefill of its own, which is exactly the first step of
 `T3.generate_tokens`, and leaves at the step where it stops. Rows then differ in length: the shared KV cache is
 left-padded, with a padding mask and each row's own positions, so a request decodes the same tokens batched as
 alone (up to the float rounding of a batched matmul).
@@ -22,7 +23,7 @@ from transformers import DynamicCache
 from ..models.t3 import T3, SamplingConfig, T3Cond
 from ..models.t3.alignment import AlignmentGuard
 from ..models.t3.attention import set_observer
-from ..models.t3.sampling import LogitsPipeline
+from ..models.t3.sampling import LogitsPipeline, TurboLogitsPipeline, logits_pipeline
 
 
 @dataclass(eq=False)
@@ -40,7 +41,8 @@ class Decoding:
     rows: int = 1  # 2 with classifier-free guidance
     length: int = 0  # positions of this request in the KV cache
     guard: AlignmentGuard | None = None
-    pipeline: LogitsPipeline | None = None
+    pipeline: LogitsPipeline | TurboLogitsPipeline | None = None
+    room: int | None = None  # tokens it may emit before its positions run out (T3.speech_room)
 
     @property
     def emitted(self) -> int:
@@ -71,8 +73,10 @@ class T3Batcher:
         embeds, text_slice = t3.decoding_prompt(d.cond, text, use_cfg)
         if t3.alignment_guard:
             d.guard = AlignmentGuard(t3.tfmr, cfg.alignment_heads, text_slice, cfg.stop_speech_token, observe=False)
-        d.pipeline = LogitsPipeline(d.sampling, guard=(lambda x: d.guard.step(x, d.history[-1])) if d.guard else None)
+        d.pipeline = logits_pipeline(cfg, d.sampling,
+                                     guard=(lambda x: d.guard.step(x, d.history[-1])) if d.guard else None)
         d.history = [cfg.start_speech_token]
+        d.room = t3.speech_room(embeds.shape[1])
         cache = DynamicCache(config=t3.tfmr.config)
         hidden = self._forward([(d, 0, 0)], inputs_embeds=embeds, cache=cache, use_cache=True)
         d.length = embeds.shape[1]
@@ -116,8 +120,8 @@ class T3Batcher:
     def _forward(self, observed: list[tuple[Decoding, int, int]], **inputs) -> Tensor:
         """The backbone call; the guarded heads' attention maps go to each request's guard (its row, its padding)."""
         guarded = [(d.guard, row, pad) for d, row, pad in observed if d.guard is not None]
-        modules = {layer: self.t3.tfmr.layers[layer].self_attn for layer, _ in self.t3.cfg.alignment_heads}
         if guarded:
+            modules = {layer: self.t3.tfmr.layers[layer].self_attn for layer, _ in self.t3.cfg.alignment_heads}
             for layer, module in modules.items():
                 set_observer(module, lambda probs, layer=layer: [g.take(layer, probs, r, p) for g, r, p in guarded])
         try:
@@ -131,12 +135,13 @@ class T3Batcher:
         """Sample `d`'s next token from its rows' last hidden states and emit it; True when `d` is over."""
         t3 = self.t3
         logits = t3.speech_head(hidden).float()  # (rows, V)
-        probs = d.pipeline(logits[:1], logits[1:2] if d.rows == 2 else None,
-                           torch.tensor([d.history], device=t3.device))
+        # as T3.generate_tokens: GPT-2 T3 penalises the start token at the first step only
+        seen = d.history[1:] if t3.cfg.is_gpt2 and len(d.history) > 1 else d.history
+        probs = d.pipeline(logits[:1], logits[1:2] if d.rows == 2 else None, torch.tensor([seen], device=t3.device))
         token = int(torch.multinomial(probs, 1, generator=d.generator))
         d.history.append(token)
         d.emit(token)
-        over = t3.decoding_over(token, d.emitted, d.sampling) or (d.stop is not None and d.stop.is_set())
+        over = t3.decoding_over(token, d.emitted, d.sampling, d.room) or (d.stop is not None and d.stop.is_set())
         if over:
             d.emit(None)
         return over

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.rates import TOKEN_SAMPLES
 from ..models.s3gen.s3gen import RefDict, S3Gen
 from ..models.t3 import SamplingConfig, T3Cond
 from .streamers import StreamChunk, StreamClock, StreamConfig, make_streamer
@@ -25,12 +26,16 @@ class Utterance:
     """Speech tokens in (None closes a piece), audio chunks out: the S3Gen half of a stream.
 
     Who decodes the tokens is not its business: `run_stream` decodes them alone, the server in a batch with other
-    requests. `stop_token` ends a piece's speech; ids from `first_special` up are not speech and are dropped."""
+    requests. `stop_token` ends a piece's speech; ids from `first_special` up are not speech and are dropped.
+    A piece ends as `generate()` ends it: `tail_tokens` (Turbo's silence) go after its speech, and
+    `trim_last_token` (multilingual v3) drops its last token's audio."""
 
     def __init__(self, s3gen: S3Gen, ref: RefDict, cfg: StreamConfig, pieces: list[PieceInputs],
-                 stop_token: int, first_special: int):
+                 stop_token: int, first_special: int, tail_tokens: tuple[int, ...] = (),
+                 trim_last_token: bool = False):
         self.s3gen, self.ref, self.cfg, self.pieces = s3gen, ref, cfg, pieces
         self.stop_token, self.first_special = stop_token, first_special
+        self.tail_tokens, self.trim_last_token = list(tail_tokens), trim_last_token
         self.clock = StreamClock()
         self.index, self.pending = 0, []
         self.chunks = 0  # pushed so far, over all pieces: chunk sizes keep growing from one piece to the next
@@ -64,7 +69,11 @@ class Utterance:
         return self.clock.chunk(audio, self._last_work()) if len(audio) else None
 
     def _end_piece(self) -> StreamChunk | None:
-        audio, self.pending = np.concatenate([self.streamer.push(self.pending), self.streamer.finish()]), []
+        spoken = len(self.streamer.tokens) + len(self.pending)
+        ending = self.pending + (self.tail_tokens if spoken else [])
+        audio, self.pending = np.concatenate([self.streamer.push(ending), self.streamer.finish()]), []
+        if self.trim_last_token and spoken > 1:
+            audio = audio[:max(0, len(audio) - TOKEN_SAMPLES)]
         work = self._last_work()
         capped = not self.stopped  # T3 ran out of max_new_tokens: the piece may be cut short
         self.index += 1

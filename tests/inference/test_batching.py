@@ -54,6 +54,41 @@ def test_batched_tokens_equal_solo_tokens(family, english, multilingual):
     assert batcher.cache is None and batcher.mask is None
 
 
+TURBO_SETTINGS = [dict(temperature=0.8, seed=1), dict(temperature=1.1, top_k=50, seed=2),
+                  dict(temperature=0.6, top_p=0.8, repetition_penalty=1.5, seed=3)]
+
+
+def test_gpt2_batched_tokens_equal_solo_tokens(turbo):
+    """Turbo's GPT-2 T3 batched: one row per request, positions of its own past the left padding, its own
+    sampling chain (top-k, the start token penalised at the first step only); the tokens equal the solo ones."""
+    cap = 30
+    solo = []
+    for text, settings in zip(TEXTS, TURBO_SETTINGS):
+        settings = dict(settings)
+        seed = settings.pop("seed")
+        solo.append(list(turbo.iter_speech_tokens(text, seed=seed, max_new_tokens=cap, **settings)))
+    assert len({tuple(s) for s in solo}) == 3
+    batcher = T3Batcher(turbo.t3)
+    outs = [[] for _ in TEXTS]
+    requests = []
+    for text, settings, out in zip(TEXTS, TURBO_SETTINGS, outs):
+        settings = dict(settings)
+        seed = settings.pop("seed")
+        requests.append(Decoding(turbo.conds.t3, turbo.text_tokens(text), turbo.sampling_config(max_new_tokens=cap,
+                                 **settings), out.append, torch.Generator().manual_seed(seed)))
+    batcher.add(requests[0])
+    batcher.step()
+    batcher.add(requests[1])
+    batcher.step()
+    batcher.add(requests[2])
+    assert batcher.rows == 3
+    while batcher.active:
+        batcher.step()
+    for out, expected in zip(outs, solo):
+        assert out[-1] is None and out.count(None) == 1
+        assert out[:-1] == expected
+
+
 def test_a_request_leaves_at_its_stop(english):
     """A stopped request leaves the batch at the next step; the others keep decoding their own tokens, and the
     cache loses the padding columns nobody needs any more."""

@@ -23,11 +23,6 @@ FEW = dict(max_new_tokens=4)  # random weights rarely say stop: keep every piece
 
 
 @pytest.fixture(scope="module")
-def turbo():
-    return ChatterboxTurboTTS.from_preset()
-
-
-@pytest.fixture(scope="module")
 def turbo_folder(turbo, tmp_path_factory) -> Path:
     return turbo.save_local(tmp_path_factory.mktemp("turbo") / "model")
 
