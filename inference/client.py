@@ -2,7 +2,11 @@
 
     python -m inference.client --text "Hello there." --out out.wav [--url http://127.0.0.1:8000]
         [--voice NAME] [--format pcm|wav] [--ws] [--play] [--seed N] [--temperature T] [--cfg-weight W]
-        [--exaggeration E] [--chunk-size N] [--model NAME] [--timeout S] [--word-delay S] [--prebuffer S]
+        [--exaggeration E] [--min-p P] [--top-p P] [--top-k K] [--repetition-penalty R] [--chunk-size N]
+        [--model NAME] [--timeout S] [--word-delay S] [--prebuffer S]
+
+Sampling options left out take the server's model family's defaults; the server refuses one its family does not
+use (--cfg-weight, --exaggeration, --min-p on Turbo/Nano; --top-k on English/multilingual).
 
 HTTP mode streams `POST /v1/audio/speech` (`response_format` pcm: raw s16le 24 kHz mono; wav: a 44-byte header
 with unknown sizes, then the same PCM). WebSocket mode (`--ws`) opens `/v1/audio/stream`, sends a `start`
@@ -46,7 +50,8 @@ DEFAULT_TIMEOUT = 120.0  # seconds without a byte from the server before giving 
 SPEECH_PATH = "/v1/audio/speech"
 WS_PATH = "/v1/audio/stream"
 HEALTH_PATH = "/health"
-SAMPLING_FIELDS = ("seed", "temperature", "cfg_weight", "exaggeration", "chunk_size")
+SAMPLING_FIELDS = ("seed", "temperature", "cfg_weight", "exaggeration", "min_p", "top_p", "top_k", "repetition_penalty",
+                   "chunk_size")
 
 AudioCallback = Callable[[np.ndarray], None]  # receives each complete run of int16 samples as it arrives
 
@@ -303,8 +308,9 @@ def stream_http(url: str, text: str, voice: str | None = None, fmt: str = "pcm",
     """Synthesise `text` with `POST {url}/v1/audio/speech` (stream: true), reading the body as it arrives.
 
     `fmt` is the response_format ("pcm" or "wav"; the WAV header is checked and stripped). `model` defaults to
-    the one /health reports. `options` are the sampling fields (seed, temperature, cfg_weight, exaggeration,
-    chunk_size; None values are not sent). `on_audio` gets each run of int16 samples as it arrives.
+    the one /health reports. `options` are the sampling fields (SAMPLING_FIELDS: seed, temperature, cfg_weight,
+    exaggeration, min_p, top_p, top_k, repetition_penalty, chunk_size; None values are not sent). `on_audio` gets
+    each run of int16 samples as it arrives.
     Raises ConnectionFailed, ServerError (non-2xx, with the server's `detail`), StreamInterrupted (the body
     stopped early; `.result` holds the audio so far) or ClientError.
     """
@@ -543,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--cfg-weight", type=float)
     p.add_argument("--exaggeration", type=float)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int, help="Turbo/Nano only")
+    p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--chunk-size", type=int, help="speech tokens per chunk (25 = 1 s of audio)")
     p.add_argument("--model", help="model field of the HTTP request (default: what /health reports)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
@@ -587,8 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("error: --format applies to HTTP only; the WebSocket streams PCM", file=sys.stderr)
         return 2
-    options = {"seed": args.seed, "temperature": args.temperature, "cfg_weight": args.cfg_weight,
-               "exaggeration": args.exaggeration, "chunk_size": args.chunk_size}
+    options = {name: getattr(args, name) for name in SAMPLING_FIELDS}
 
     player = None
     if args.play:

@@ -28,9 +28,11 @@ class OpenAIVoices:
 
 @dataclass
 class ServerConfig:
-    model: str = "tiny"
+    model: str = "tiny"  # any family: a preset (tiny-turbo, synthetic-nano), a folder, a repo id, an adapter folder
     adapter: str = ""  # LoRA adapter folder from training to put on `model` ("" : none)
+    family: str = ""  # english | multilingual | turbo | nano; "": recognised from the model's files or repo id
     multilingual: bool = False
+    t3_model: str = ""  # multilingual only: v2 | v3 | <file>.safetensors; "": v2
     device: str = "cpu"
     t3_dtype: str = "float32"  # float32 | bfloat16 | float16 | int8 (CPU): T3's weights (README, "Speed")
     s3gen_dtype: str = "float32"  # float32 | bfloat16: S3Gen's flow (README, "Speed")

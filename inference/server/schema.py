@@ -48,7 +48,8 @@ class SynthesisOptions(BaseModel):
 
 class SpeechRequest(SynthesisOptions):
     """OpenAI's `POST /v1/audio/speech` body plus our options. `model` is accepted and ignored (one model per
-    server); `instructions` is accepted and ignored (Chatterbox takes no style prompt; use `exaggeration`)."""
+    server); `instructions` is accepted and ignored (Chatterbox takes no style prompt; English and multilingual
+    take `exaggeration`)."""
 
     model: str | None = Field(default=None, max_length=200)
     input: str

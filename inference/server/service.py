@@ -82,6 +82,15 @@ class SpeechService:
             raise ApiError(413, f"input is {len(text)} characters; this server takes at most {self.cfg.max_chars}",
                            "input", "input_too_long")
 
+    def check_options(self, options: SynthesisOptions) -> None:
+        """Refuse a field the model's family does not use (Turbo: cfg_weight, exaggeration, min_p), naming it, with
+        the family's reason; a field left unset (or 0) is not refused."""
+        for name, value in options.synthesis_kwargs().items():
+            try:
+                self.model.FAMILY.check_settings(**{name: value})
+            except ValueError as e:
+                raise ApiError(400, str(e), name, "unsupported_parameter") from None
+
     def utterance(self, options: SynthesisOptions, text: str, conds: Conditionals):
         """The request's utterance with the server's streaming settings; bad text, language or settings: 400."""
         settings = {**self.cfg.stream_settings(), **options.synthesis_kwargs()}
@@ -92,6 +101,7 @@ class SpeechService:
 
     async def start(self, options: SynthesisOptions, text: str) -> Synthesis:
         """Check everything about the request, then queue it on the engine."""
+        self.check_options(options)
         self.check_text(text)
         try:
             conds = await self.voice(options.voice)

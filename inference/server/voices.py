@@ -1,7 +1,8 @@
 """Named voices: the model's built-in one, a folder of reference clips, and uploads saved into that folder.
 
 The folder is the source of truth, so several replicas that share it (a network volume) know the same voices: a
-name not yet loaded here is looked for there before it is refused.
+name not yet loaded here is looked for there before it is refused. A clip the model cannot take (Turbo's voices must
+be longer than 5 s) is left out of the list and refused with the reason, until the file changes.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ class VoiceStore:
         self.folder = Path(folder) if folder else None
         self.allow_overwrite = allow_overwrite
         self.voices: dict[str, Conditionals] = {BUILT_IN: model.conds}
+        self.unusable: dict[str, tuple[int, str]] = {}  # clip file name -> (its mtime_ns, why the model refused it)
         self.lock = threading.Lock()  # voice preparation uses the model's encoders: one at a time
 
     def names(self) -> list[str]:
-        on_disk = {p.stem for p in self._clips()}
+        on_disk = {p.stem for p in self._clips() if self._unusable(p) is None}
         return sorted(set(self.voices) | on_disk)
 
     def load_folder(self) -> None:
@@ -112,9 +114,28 @@ class VoiceStore:
         return sorted(p for p in self.folder.iterdir()
                       if p.suffix.lower() in CLIP_SUFFIXES and p.stem != BUILT_IN and re.fullmatch(VOICE_NAME, p.stem))
 
+    def _unusable(self, path: Path) -> str | None:
+        """Why the model refused this clip, unless the file has changed since."""
+        mtime, reason = self.unusable.get(path.name, (None, None))
+        return reason if mtime is not None and mtime == _mtime(path) else None
+
     def _prepare_file(self, path: Path) -> Conditionals:
-        with self.lock:
-            conds = self.model.prepare_conditionals(path)
+        if (reason := self._unusable(path)) is None:
+            try:
+                with self.lock:
+                    conds = self.model.prepare_conditionals(path)
+            except (AudioError, OSError) as e:
+                reason = str(e).replace(str(path), path.name)  # the folder's place is not the client's business
+                self.unusable[path.name] = (_mtime(path), reason)
+        if reason is not None:
+            raise VoiceError(f"the voice {path.stem!r} cannot be used: {reason}", 400, "voice")
         self.voices[path.stem] = conds
         log.info("voice %r from %s", path.stem, path.name)
         return conds
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

@@ -16,14 +16,15 @@ from inference.settings import PROJECT_ROOT
 MAX_TOKENS = 16  # per sentence: the tiny preset rarely stops by itself
 
 
-def launch(log: Path, *flags: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
+def launch(log: Path, *flags: str, env: dict | None = None, model: str = "tiny",
+           max_tokens: int = MAX_TOKENS) -> tuple[str, subprocess.Popen]:
     """`python -m inference.server` with the test settings, started but not yet ready (see `wait_ready`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "inference.server", "--model", "tiny", "--port", str(port),
-                                 "--max-new-tokens", str(MAX_TOKENS), "--chunk-size", "16", "--max-chars", "400",
+        proc = subprocess.Popen([sys.executable, "-m", "inference.server", "--model", model, "--port", str(port),
+                                 "--max-new-tokens", str(max_tokens), "--chunk-size", "16", "--max-chars", "400",
                                  "--prompt-tokens", "4", *flags],  # 4 voice-prompt tokens per chunk: S3Gen several times cheaper
                                 cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     return f"http://127.0.0.1:{port}", proc

@@ -130,7 +130,9 @@ def openai_client(url: str, key: str = "unused"):
 def test_health_models_voices(server):
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["sample_rate"] == 24000 and health["max_batch"] == 8
-    assert "tts-1" in [m.id for m in openai_client(server).models.list().data]
+    assert health["family"] == "english"
+    models = openai_client(server).models.list().data
+    assert "tts-1" in [m.id for m in models] and {m.family for m in models} == {"english"}
     listed = httpx.get(f"{server}/v1/voices").json()
     assert listed["voices"] == ["default"]
     assert listed["openai_voices"]["alloy"] == "default" and listed["openai_voices"]["nova"] == "nova-voice"
@@ -207,6 +209,7 @@ def test_whole_wav_carries_true_sizes(server, reference_pcm):
     (dict(input="Hi.", seed=2**70), 400, "seed", "less than or equal"),
     (dict(input="Hi.", language_id="fr"), 400, "language_id", "cannot speak"),
     (dict(input="Hi.", cfg_weight=1e300), 400, "cfg_weight", "less than or equal"),
+    (dict(input="Hi.", top_k=50), 400, "top_k", "top_k=50 does not apply to the english model"),
     (dict(input="Hi.", top_p="abc"), 400, "top_p", "valid number"),
     (dict(input="Hi.", repetition_penalty=0.5), 400, "repetition_penalty", "greater than or equal"),
     (dict(input="Hi.", response_format="ogg"), 400, "response_format", "mp3"),

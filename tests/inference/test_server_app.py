@@ -16,6 +16,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from inference.families import ENGLISH, TURBO
 from inference.models.tokenizers import TextError
 from inference.server import ServerConfig
 from inference.server.app import create_app
@@ -45,6 +46,9 @@ class FakeUtterance:
 class FakeModel:
     conds = "built-in conds"
 
+    def __init__(self, family=ENGLISH):
+        self.FAMILY = family  # the real family: its unused settings are what the server refuses
+
     def utterance(self, text: str, conds, **settings) -> FakeUtterance:
         if "language" in settings.get("language_id", ""):
             raise TextError("this model cannot speak that language")
@@ -62,8 +66,8 @@ class FakeModel:
 class FakeEngine:
     """Delivers a request's chunks at once, or refuses it as the real engine does when full."""
 
-    def __init__(self):
-        self.model, self.busy, self.jobs = FakeModel(), False, []
+    def __init__(self, family=ENGLISH):
+        self.model, self.busy, self.jobs = FakeModel(family), False, []
 
     def submit(self, job):
         if self.busy:
@@ -171,6 +175,7 @@ def test_start_passes_the_server_settings_under_the_request_ones(parts):
     ("Hi.", {"voice": "nobody"}, 404, "voice", None, "unknown voice 'nobody'; known: default"),
     ("Hi.", {"language_id": "language"}, 400, "language_id", None, "cannot speak"),
     ("Hi!!", {}, 400, "input", None, "bad text"),
+    ("Hi.", {"top_k": 50}, 400, "top_k", "unsupported_parameter", "top_k=50 does not apply to the english model"),
 ])
 def test_start_refuses_before_any_audio(parts, text, options, status, param, code, message):
     engine, voices, cfg = parts
@@ -205,10 +210,12 @@ def test_voice_upload_errors_name_the_field(parts):
 
 def test_health_models_and_voices(client):
     health = client.get("/health").json()
-    assert health == {"status": "ok", "model": "tiny", "sample_rate": RATE, "voices": 1, "max_batch": 8,
-                      "in_batch": 0, "queued": 0, "streams": 0}
-    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["chatterbox", "tts-1", "tts-1-hd",
-                                                                         "gpt-4o-mini-tts"]
+    assert health == {"status": "ok", "model": "tiny", "family": "english", "sample_rate": RATE, "voices": 1,
+                      "max_batch": 8, "in_batch": 0, "queued": 0, "streams": 0}
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["tiny", "chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    assert {m["family"] for m in models["data"]} == {"english"}
     listed = client.get("/v1/voices").json()
     assert listed["voices"] == ["default"] and listed["openai_voices"]["nova"] == "nova-voice"
     assert client.get("/nowhere").json() == {"error": {"message": "Not Found", "type": "not_found_error",
@@ -329,6 +336,83 @@ def test_websocket_errors_then_closes(client, parts, messages, detail, code):
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert closed.value.code == code
+
+
+# ---------------------------------------------------------------------------------------------- a Turbo model
+
+
+@pytest.fixture()
+def turbo_parts(tmp_path):
+    engine = FakeEngine(TURBO)
+    return engine, VoiceStore(engine.model, tmp_path), make_cfg(model="ResembleAI/chatterbox-turbo")
+
+
+@pytest.fixture()
+def turbo_client(turbo_parts):
+    with TestClient(create_app(*turbo_parts)) as c:
+        yield c
+
+
+def ws_session(client, messages: list[dict]) -> tuple[bytes, list[dict]]:
+    """(the audio, the JSON messages) a WebSocket session answers `messages` with, up to `done` or an error."""
+    with client.websocket_connect("/v1/audio/stream") as ws:
+        for message in messages:
+            ws.send_json(message)
+        audio, replies = b"", []
+        while (message := ws.receive())["type"] == "websocket.send":
+            if message.get("bytes") is not None:
+                audio += message["bytes"]
+            else:
+                replies.append(json.loads(message["text"]))
+                if replies[-1]["type"] in ("done", "error"):
+                    break
+    return audio, replies
+
+
+def test_models_name_the_family_and_the_model_served(turbo_client):
+    data = turbo_client.get("/v1/models").json()["data"]
+    assert data[0] == {"id": "ResembleAI/chatterbox-turbo", "object": "model", "created": 0, "owned_by": "chatterbox",
+                       "family": "turbo"}
+    assert [m["id"] for m in data[1:]] == ["chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    assert {m["family"] for m in data} == {"turbo"}
+    assert turbo_client.get("/health").json()["family"] == "turbo"
+
+
+@pytest.mark.parametrize("field, value, reason", [("cfg_weight", 0.5, "it has no classifier-free guidance"),
+                                                  ("exaggeration", 0.7, "its T3 has no emotion conditioning"),
+                                                  ("min_p", 0.05, "its T3 has no min-p filter")])
+def test_a_field_the_family_does_not_use_is_refused_on_every_route(turbo_client, turbo_parts, field, value, reason):
+    """OpenAI's shape over HTTP (streamed, SSE and whole-file requests alike), the reason as the family gives it;
+    the WebSocket refuses it in `start`, before any text."""
+    message = f"{field}={value} does not apply to the turbo model: {reason}. Leave it unset (or 0)."
+    for extra in ({}, {"stream_format": "sse"}, {"stream": False}):
+        r = turbo_client.post("/v1/audio/speech", json={"input": "Hi.", field: value, **extra})
+        assert r.status_code == 400 and r.json() == {"error": {"message": message, "type": "invalid_request_error",
+                                                               "param": field, "code": "unsupported_parameter"}}
+    audio, replies = ws_session(turbo_client, [{"type": "start", "seed": 1, field: value}])
+    assert audio == b"" and replies == [{"type": "error", "detail": message}]
+    assert turbo_parts[0].jobs == []
+
+
+def test_fields_left_unset_or_off_are_not_refused(turbo_client, turbo_parts):
+    r = turbo_client.post("/v1/audio/speech", json={"input": "Hi.", "response_format": "pcm", "cfg_weight": 0,
+                                                    "min_p": 0.0, "exaggeration": None, "top_k": 50})
+    assert r.status_code == 200 and r.content == EXPECTED_PCM
+    settings = turbo_parts[0].jobs[0].utterance.settings
+    assert settings["top_k"] == 50 and settings["cfg_weight"] == 0 and "exaggeration" not in settings
+
+
+def test_tags_reach_the_model_as_typed(turbo_client, turbo_parts):
+    """Over HTTP, and over the WebSocket with a tag cut across text messages: the model gets the brackets whole
+    (its tokenizer makes each tag one token: test_turbo_text.py; the real server: test_server_turbo.py)."""
+    typed = "Hi [chuckle], so? [Clear  throat] Ok."
+    assert turbo_client.post("/v1/audio/speech", json={"input": typed}).status_code == 200
+    fragments = ["So [clear", " throat]. Hi", " [chuck", "le]! [sigh]"]  # 39 characters: the limit is 40
+    audio, replies = ws_session(turbo_client, [{"type": "start"}, *({"type": "text", "text": f} for f in fragments),
+                                               {"type": "end"}])
+    assert replies[-1] == {"type": "done", "chunks": 6} and audio == EXPECTED_PCM * 3
+    assert [job.utterance.text for job in turbo_parts[0].jobs] == [typed, "So [clear throat].", "Hi [chuckle]!",
+                                                                   "[sigh]"]
 
 
 # ---------------------------------------------------------------------------------------------- the guard

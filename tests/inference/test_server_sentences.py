@@ -49,6 +49,18 @@ def test_fragmentation_does_not_change_the_sentences():
         assert all(s.strip() for s in sentences)
 
 
+def test_turbo_tags_stay_whole_however_the_text_arrives():
+    """A tag holds letters, spaces and hyphens only, so no sentence end falls inside one; cut across messages it
+    comes out whole, in the sentence it belongs to."""
+    text = "Hi there [chuckle], one minute? [Clear  throat] Sure. [laugh] Bye!"
+    expected = ["Hi there [chuckle], one minute?", "[Clear  throat] Sure.", "[laugh] Bye!"]
+    rng = random.Random(1)
+    for _ in range(100):
+        cuts = sorted(rng.sample(range(1, len(text)), rng.randint(1, 12)))
+        fragments = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+        assert [s.strip() for s in assemble(fragments)] == expected, fragments
+
+
 def test_every_character_counts_towards_the_limit():
     assembler = SentenceAssembler(10)
     assert assembler.add("One. ") == ["One."]

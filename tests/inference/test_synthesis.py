@@ -182,6 +182,15 @@ def test_split_cuts_a_long_word():
     assert without_spaces(" ".join(pieces)) == without_spaces(f"Start {word} end.")
 
 
+def test_split_keeps_a_tag_whole():
+    """A long sentence without commas is cut at a space, never at the one inside Turbo's `[clear throat]`."""
+    text = "word " * 57 + "then [clear throat] and more words after it"
+    pieces = split_for_synthesis(text, 300)
+    assert len(text.split("[")[0]) < 300 < len(text.split("]")[0])  # the limit falls inside the tag
+    assert pieces[1].startswith("[clear throat]") and all(len(p) <= 300 for p in pieces)
+    assert " ".join(pieces) == " ".join(text.split())
+
+
 def test_split_cjk_sentences():
     text = "今天天气很好。我们去公园散步吧！你觉得怎么样？明天可能会下雨。"
     assert split_for_synthesis(text, 10) == ["今天天气很好。", "我们去公园散步吧！", "你觉得怎么样？", "明天可能会下雨。"]

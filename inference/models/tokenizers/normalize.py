@@ -72,14 +72,25 @@ def split_for_synthesis(text: str, max_chars: int = 300) -> list[str]:
 
 
 def _cut(sentence: str, max_chars: int) -> list[str]:
-    """A sentence longer than max_chars is cut at commas, else at the last space before the limit."""
+    """A sentence longer than max_chars is cut at commas, else at the last space before the limit that is not
+    inside brackets (a tag such as Turbo's `[clear throat]` cut in two would be read out as words)."""
     out = []
     while len(sentence) > max_chars:
         window = sentence[: max_chars + 1]
         at = max(window.rfind(", "), window.rfind("、", 0, max_chars), window.rfind("，", 0, max_chars))
-        at = at + 1 if at > 0 else window.rfind(" ")
+        at = at + 1 if at > 0 else _last_space_outside_brackets(window)
         if at <= 0:
             at = max_chars
         out.append(sentence[:at].strip())
         sentence = sentence[at:].strip()
     return out + ([sentence] if sentence else [])
+
+
+def _last_space_outside_brackets(window: str) -> int:
+    """The last space of `window` not inside an open `[...]` (-1: none; the last space if every one is inside)."""
+    at = window.rfind(" ")
+    opened = window.rfind("[", 0, at)
+    if opened > window.rfind("]", 0, at):
+        before = window.rfind(" ", 0, opened + 1)
+        return before if before > 0 else at
+    return at

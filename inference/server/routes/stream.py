@@ -94,6 +94,7 @@ class TextStream:
             if kind == "start" and not started:
                 start = StreamStart.model_validate(message)
                 self.options = SynthesisOptions.model_validate(start.model_dump(exclude={"type"}))
+                self.service.check_options(self.options)  # a field the family does not use: refused now
                 await self.service.voice(self.options.voice)  # an unknown voice is refused now, not at a sentence
             elif kind == "text" and isinstance(message.get("text"), str) and set(message) == {"type", "text"}:
                 try:
