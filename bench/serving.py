@@ -120,6 +120,12 @@ def prepare_model(args, workdir: Path) -> tuple[object | None, str, str]:
     """(model in memory or None, folder the server loads, description). The model is only kept for the T3 part."""
     from inference.chatterbox import load_chatterbox
 
+    from inference.families import PRESETS
+
+    if args.model in PRESETS:
+        model = None if args.skip_t3 else load_chatterbox(args.model, device=args.device)
+        return model, args.model, (f"the {args.model} preset (official shapes, synthetic weights: not speech), "
+                                   "its 10 s synthetic reference voice")
     if args.model:
         model = None if args.skip_t3 else load_chatterbox(args.model, device=args.device)
         return model, args.model, f"real weights from {args.model}, its stored voice"
@@ -144,7 +150,7 @@ def decode(model, n: int, tokens: int, together: bool, device: str) -> dict:
     from inference.server.batching import Decoding, T3Batcher
 
     sampling = model.sampling_config(max_new_tokens=tokens)
-    cond = model.conds.t3.with_exaggeration(0.5)
+    cond = model.conds.t3.with_exaggeration(model._exaggeration(None))  # the family's (Turbo, Nano: none)
     count = [0]
 
     def emit(token: int | None) -> None:
@@ -225,8 +231,10 @@ class Server:
         command = [sys.executable, "-m", "inference.server", "--model", folder, "--device", args.device,
                    "--host", "127.0.0.1", "--port", str(self.port), "--max-batch", str(max_batch),
                    "--max-queue", str(MAX_QUEUE), "--max-new-tokens", str(args.tokens),
-                   "--chunk-size", str(args.chunk_size), "--prompt-tokens", str(args.prompt_tokens),
-                   "--voices", str(voices), "--t3-dtype", args.t3_dtype]
+                   "--chunk-size", str(args.chunk_size), "--voices", str(voices), "--t3-dtype", args.t3_dtype,
+                   "--s3gen-dtype", args.s3gen_dtype]
+        if args.prompt_tokens is not None:
+            command += ["--prompt-tokens", str(args.prompt_tokens)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if args.threads:
             env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -528,10 +536,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", default="1,2,4,8", help="comma-separated numbers of concurrent streams")
     p.add_argument("--tokens", type=int, default=50, help="speech tokens per request (25 per second of audio)")
     p.add_argument("--chunk-size", type=int, default=25, help="the server's --chunk-size")
-    p.add_argument("--prompt-tokens", type=int, default=75, help="the server's --prompt-tokens (0: all)")
-    p.add_argument("--t3-dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="the server's --prompt-tokens (0: all; default: the model family's)")
+    p.add_argument("--t3-dtype", default="float32", choices=("float32", "bfloat16", "float16", "int8"),
                    help="T3's weights and activations (the server's --t3-dtype); bfloat16 uses AMX/tensor cores")
-    p.add_argument("--model", default=None, help="a checkpoint folder instead of the synthetic full-size model")
+    p.add_argument("--s3gen-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="S3Gen's flow (the server's --s3gen-dtype)")
+    p.add_argument("--model", default=None, help="a checkpoint folder, or a full-size preset (synthetic-nano, "
+                   "synthetic-turbo...), instead of the synthetic English model")
     p.add_argument("--build-dir", default=None, help="keep the synthetic model in this folder; reused if there")
     p.add_argument("--skip-server", action="store_true", help="only the in-process T3 part")
     p.add_argument("--skip-t3", action="store_true", help="only the server part")
@@ -560,12 +572,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model, folder, what = prepare_model(args, workdir)
         print(f"model: {what}")
+        prompt = "family default" if args.prompt_tokens is None else args.prompt_tokens or "all"
         print(f"{args.tokens} tokens per request ({args.tokens / TOKENS_PER_SECOND:g} s of audio), chunk "
-              f"{args.chunk_size}, prompt tokens {args.prompt_tokens or 'all'}, clients {args.client_counts}",
-              flush=True)
+              f"{args.chunk_size}, prompt tokens {prompt}, clients {args.client_counts}", flush=True)
         t3_rows: list[dict] = []
         if model is not None:
-            model.t3.to(getattr(torch, args.t3_dtype))
+            from inference.precision import set_t3_dtype
+
+            model.t3 = set_t3_dtype(model.t3, args.t3_dtype)
         if not args.skip_t3:
             with torch.inference_mode():
                 t3_rows = bench_t3(model, args)
@@ -611,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
         header = [f"hardware: {hw}; server threads: {server_threads}", f"command: `{command_line()}`",
                   f"model: {what}",
                   f"{args.tokens} speech tokens per request ({args.tokens / TOKENS_PER_SECOND:g} s of audio), chunk "
-                  f"{args.chunk_size}, server prompt tokens {args.prompt_tokens or 'all'}; serial: --max-batch 1, "
+                  f"{args.chunk_size}, server prompt tokens {prompt}; serial: --max-batch 1, "
                   f"batched: --max-batch 8, both --max-queue {MAX_QUEUE}; N clients released at once, a different "
                   "sentence and seed each, pcm over HTTP",
                   notes, f"load average (1/5/15 min) at start {load_before}, at end {load_after}"]

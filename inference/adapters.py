@@ -249,6 +249,7 @@ def apply_adapter(model, folder: str | Path) -> float:
     check_base(folder, model.t3)
     merged, diff = merge_verified(load_adapter(model.t3, folder))
     model.t3 = merged
+    merged.voice_prefixes.clear()  # merging changes weights through .data, which no version counter sees
     if (folder / "conds.pt").is_file():
         model.conds = Conditionals.load(folder / "conds.pt").to(model.device)
     log.info("applied the LoRA adapter %s (merged in memory, max relative logit difference %.1e)", folder, diff)

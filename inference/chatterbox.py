@@ -26,6 +26,7 @@ from .families import ENGLISH, MULTILINGUAL, NANO, TURBO, Decoding, Family, mult
 from .loading import T3_CONFIG_FILE, ModelParts
 from .models.rates import TOKEN_SAMPLES
 from .models.s3gen.s3gen import S3GEN_SR, RefDict, S3Gen
+from .models.limits import WHOLE_PROMPT
 from .models.t3 import T3, SamplingConfig
 from .models.t3.sampling import SAMPLING_FIELDS
 from .models.tokenizers import TextError
@@ -61,7 +62,8 @@ class Chatterbox:
         self.tokenizer = tokenizer
         self.conds = conds.to(self.device) if conds is not None else None
         self.is_preset = is_preset
-        self.stream_config = StreamConfig()  # what `utterance` starts from (setup_model may change fade_duration)
+        # what `utterance` starts from: the family's defaults (setup_model may change fade_duration)
+        self.stream_config = StreamConfig(**self.FAMILY.stream)
         self.decoding = decoding or self.FAMILY.decoding
         if is_preset:
             log.warning(presets.WARNING)
@@ -249,7 +251,7 @@ class Chatterbox:
             self.prepare_conditionals(audio_prompt_path, exaggeration)
         if self.conds is None:
             raise RuntimeError("no voice: pass audio_prompt_path or call prepare_conditionals first")
-        self.stream_config = StreamConfig(fade_duration=fade_duration)
+        self.stream_config = StreamConfig(**{**self.FAMILY.stream, "fade_duration": fade_duration})
         streamer = make_streamer(self.s3gen, RefDict.from_dict(self.conds.gen), self.stream_config,
                                  torch.Generator().manual_seed(0))
         streamer.push([0] * 10)  # warm-up: first-call allocations happen here, not in the first request
@@ -258,15 +260,18 @@ class Chatterbox:
     def stream_settings(self, stream: StreamConfig | None = None, sampling: SamplingConfig | None = None,
                         **options) -> tuple[StreamConfig, SamplingConfig]:
         """The stream's settings from config objects and/or keyword options (StreamConfig and SamplingConfig field
-        names, as `generate_stream(chunk_size=10, temperature=0.6)` takes them); None leaves the default."""
+        names, as `generate_stream(chunk_size=10, temperature=0.6)` takes them); None leaves the default, and
+        prompt_tokens=0 asks for the whole voice prompt."""
         unknown = set(options) - STREAM_FIELDS - set(SAMPLING_FIELDS)
         if unknown:
             raise TypeError(f"unknown streaming option(s) {', '.join(sorted(unknown))}; stream options: "
                             f"{', '.join(sorted(STREAM_FIELDS))}; sampling: {', '.join(sorted(SAMPLING_FIELDS))}")
         given = {k: v for k, v in options.items() if v is not None}
         self.FAMILY.check_settings(**given)
-        stream = dataclasses.replace(stream or self.stream_config,
-                                     **{k: v for k, v in given.items() if k in STREAM_FIELDS})
+        streaming = {k: v for k, v in given.items() if k in STREAM_FIELDS}
+        if streaming.get("prompt_tokens") == WHOLE_PROMPT:  # as config files say "all of it" (TOML has no None)
+            streaming["prompt_tokens"] = None
+        stream = dataclasses.replace(stream or self.stream_config, **streaming)
         sampling = dataclasses.replace(sampling or self.sampling_config(),
                                        **{k: v for k, v in given.items() if k in SAMPLING_FIELDS})
         return stream, sampling

@@ -61,6 +61,8 @@ class Family:
     decoding: Decoding = Decoding()
     # speech tokens appended before S3Gen (Turbo: three silence tokens, so the audio does not end abruptly)
     tail_tokens: tuple[int, ...] = ()
+    # StreamConfig defaults of this family's streams, where they differ from StreamConfig's (bench/RESULTS.md)
+    stream: dict = field(default_factory=dict)
     size: str = ""  # for tables and --help
     purpose: str = ""
 
@@ -130,6 +132,10 @@ _GPT2_COMMON = dict(
                             cfg_weight=0.0, max_new_tokens=1001),
     needs_language=False, build_s3gen=functools.partial(S3Gen, meanflow=True), normalize=turbo_punc_norm,
     tail_tokens=(4299, 4299, 4299),
+    # With 2 flow steps, the voice prompt is most of each chunk's S3Gen work: a chunk decodes the last 2 s of it
+    # (not up to 10 s) and 20 emitted tokens (not 50) as left context. Measured on 2 CPU cores with a 10 s voice:
+    # S3Gen's time per streamed second -40%; the mel's cost beside one-shot is in bench/RESULTS.md.
+    stream=dict(prompt_tokens=50, left_context=20),
     unused={"cfg_weight": NO_GUIDANCE, "min_p": NOT_USED.format(name="min-p filter"),
             "exaggeration": NOT_USED.format(name="emotion conditioning")})
 

@@ -77,9 +77,9 @@ class T3Batcher:
                                      guard=(lambda x: d.guard.step(x, d.history[-1])) if d.guard else None)
         d.history = [cfg.start_speech_token]
         d.room = t3.speech_room(embeds.shape[1])
-        cache = DynamicCache(config=t3.tfmr.config)
-        hidden = self._forward([(d, 0, 0)], inputs_embeds=embeds, cache=cache, use_cache=True)
         d.length = embeds.shape[1]
+        cache, embeds = t3.start_cache(embeds, text_slice)
+        hidden = self._forward([(d, 0, 0)], inputs_embeds=embeds, cache=cache, use_cache=True)
         if self._choose(d, hidden[:, -1]):
             return
         self._join(d, cache)

@@ -56,7 +56,9 @@ class ServerConfig:
     max_new_tokens: int = 1000  # per sentence
     chunk_size: int = 25
     strategy: str = "incremental"
-    prompt_tokens: int = 0  # voice-prompt tokens decoded with every chunk (0: all); fewer is faster per chunk
+    # voice-prompt tokens decoded with every chunk (0: all); fewer is faster per chunk. None ("" in config.toml):
+    # the model family's (Turbo and Nano: 50; English and multilingual: all)
+    prompt_tokens: int | None = None
     openai_voices: OpenAIVoices = field(default_factory=OpenAIVoices)
 
     def __post_init__(self) -> None:
@@ -69,9 +71,11 @@ class ServerConfig:
             raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
         if self.shutdown_grace_seconds < 0:
             raise ValueError(f"shutdown_grace_seconds must be 0 or more, got {self.shutdown_grace_seconds}")
-        check_limits(self.stream_settings())
+        check_limits({**self.stream_settings(), "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)})
 
     def stream_settings(self) -> dict:
         """The streaming settings every request starts from, as `utterance` takes them."""
-        return {"chunk_size": self.chunk_size, "strategy": self.strategy, "max_new_tokens": self.max_new_tokens,
-                "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}
+        settings = {"chunk_size": self.chunk_size, "strategy": self.strategy, "max_new_tokens": self.max_new_tokens}
+        if self.prompt_tokens is not None:  # WHOLE_PROMPT (0) included: all of it, whatever the family's default
+            settings["prompt_tokens"] = self.prompt_tokens
+        return settings

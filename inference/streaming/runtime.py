@@ -111,11 +111,19 @@ def run_stream(utterance: Utterance, decode: Callable[[PieceInputs], Iterable[in
     t3_threads, s3gen_threads = split_threads(device) if run_ahead else (None, None)
     t3_done = threading.Event()  # then S3Gen gets every thread back
     rest = iterate_ahead(tokens, stop, t3_threads, t3_done) if run_ahead else tokens
-    for token in rest:
-        if stop is not None and stop.is_set():
-            return  # tokens T3 made ahead are dropped unheard
-        with torch_threads(None if t3_done.is_set() else s3gen_threads):
+    every = torch.get_num_threads()
+    try:
+        # set once per phase, not around every token: each change resizes the thread pool
+        if s3gen_threads is not None:
+            torch.set_num_threads(s3gen_threads)
+        for token in rest:
+            if stop is not None and stop.is_set():
+                return  # tokens T3 made ahead are dropped unheard
+            if t3_done.is_set() and torch.get_num_threads() != every:
+                torch.set_num_threads(every)
             chunk = utterance.feed(token)
-        if chunk is not None:
-            yield chunk
-            utterance.clock.resume()
+            if chunk is not None:
+                yield chunk
+                utterance.clock.resume()
+    finally:
+        torch.set_num_threads(every)

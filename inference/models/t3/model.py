@@ -22,6 +22,7 @@ from transformers.initialization import no_init_weights
 from .alignment import AlignmentGuard
 from .cond_enc import CondEncoder, T3Cond
 from .config import T3Config
+from .prefix import VoicePrefixCache
 from .sampling import SamplingConfig, logits_pipeline
 
 IGNORE_ID = -100
@@ -86,6 +87,7 @@ class T3(nn.Module):
             self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=cfg.is_gpt2)
         # the multilingual alignment analyzer runs where this is set (the loader turns it off for v3, kit 7.11)
         self.alignment_guard = cfg.is_multilingual
+        self.voice_prefixes = VoicePrefixCache()
 
     @property
     def device(self) -> torch.device:
@@ -223,6 +225,15 @@ class T3(nn.Module):
             embeds = torch.cat([embeds, self.embed_speech(start)], dim=1)
         return embeds, (len_cond, len_cond + text_tokens.shape[1])
 
+    def start_cache(self, embeds: Tensor, text_slice: tuple[int, int]) -> tuple[DynamicCache, Tensor]:
+        """(cache, what the first step still runs) for `decoding_prompt`'s embeddings: GPT-2 T3 takes the voice's
+        conditioning from `voice_prefixes` (computed once per voice); Llama T3 runs it all (its conditioning is
+        short, and the alignment guard watches the first step's attention over the whole prompt)."""
+        if not self.cfg.is_gpt2:
+            return DynamicCache(config=self.tfmr.config), embeds
+        cond_len = text_slice[0]
+        return self.voice_prefixes.cache_for(self.tfmr, embeds[:, :cond_len]), embeds[:, cond_len:]
+
     def speech_room(self, prompt_len: int) -> int:
         """How many tokens decoding may emit before the position table ends (Llama: the speech table; GPT-2: the one
         table the prompt shares)."""
@@ -262,7 +273,7 @@ class T3(nn.Module):
             def choose(probs: Tensor) -> int:
                 return int(torch.multinomial(probs, 1, generator=generator))
 
-        cache = DynamicCache(config=self.tfmr.config)
+        cache, embeds = self.start_cache(embeds, text_slice)
         try:
             for step in itertools.count():
                 hidden = self.tfmr(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
