@@ -21,7 +21,8 @@ Runs (`fast`: T3 int8 and S3Gen's flow in bfloat16, inference.precision):
   - turns: `generate_stream(run_ahead=False)`: T3 and S3Gen take turns throughout.
 Per run: time to first audio, total wall, total over the one-shot of the same precision, chunks (the audio of
 each, in tokens), underruns and stalled seconds of a player that starts at the first chunk
-(inference.stream_quality.count_underruns, as the client counts them), and the 1-minute load average.
+(inference.stream_quality.count_underruns, as the client counts them), "gapless from": the earliest moment a
+player could start and never stall (first audio + stream_quality.gapless_delay), and the 1-minute load average.
 
 Quality (S3Gen only, same tokens, same random draws): the streamed mel against the one-shot mel, with the
 family's stream settings and with StreamConfig's (the whole voice prompt, 50 tokens of left context). With
@@ -100,11 +101,11 @@ def run_oneshot(model, tokens: int) -> dict:
                                 generator=torch.Generator().manual_seed(0))
     total = time.perf_counter() - t0
     return {"first": total, "total": total, "t3": t3, "sizes": None, "audio": wav.shape[-1] / SAMPLE_RATE,
-            "underruns": 0, "stalled": 0.0, "tokens": ids}
+            "underruns": 0, "stalled": 0.0, "wait": 0.0, "tokens": ids}
 
 
 def run_stream(model, tokens: int, run_ahead: bool) -> dict:
-    from inference.stream_quality import count_underruns
+    from inference.stream_quality import count_underruns, gapless_delay
 
     t0, arrivals, sizes = time.perf_counter(), [], []
     for chunk in model.generate_stream(TEXT, seed=0, max_new_tokens=tokens, run_ahead=run_ahead):
@@ -113,7 +114,7 @@ def run_stream(model, tokens: int, run_ahead: bool) -> dict:
     total = time.perf_counter() - t0
     underruns, stalled = count_underruns(arrivals, SAMPLE_RATE)
     return {"first": arrivals[0][0], "total": total, "sizes": sizes, "underruns": underruns, "stalled": stalled,
-            "audio": sum(n for _, n in arrivals) / SAMPLE_RATE}
+            "audio": sum(n for _, n in arrivals) / SAMPLE_RATE, "wait": gapless_delay(arrivals, SAMPLE_RATE)}
 
 
 def quality(model, tokens: torch.Tensor) -> list[str]:
@@ -185,7 +186,8 @@ def main(argv=None) -> None:
     tokens = round(args.seconds * TOKENS_PER_SECOND)
     print(f"hardware: {hardware(args.device)}\nload average at start: {start_load}", flush=True)
     table = ["| family | run | T3 / flow | first audio s | total s | total / one-shot | chunks (audio of each, in "
-             "tokens) | audio s | underruns (stalled s) | load 1 min |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens) | audio s | underruns (stalled s) | gapless from s | load 1 min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     quality_lines = ["| family | stream settings | S3Gen s | mel L1 vs one-shot | mel SNR dB |", "|---|---|---|---|---|"]
     for family in args.families:
         for fast in (False, True):
@@ -206,7 +208,8 @@ def main(argv=None) -> None:
                 sizes = f"{len(row['sizes'])} ({', '.join(map(str, row['sizes']))})" if row["sizes"] else "1"
                 table.append(f"| {family} | {name} | {'int8 / bfloat16' if fast else 'float32 / float32'} | "
                              f"{row['first']:.2f} | {row['total']:.2f} | {ratio} | {sizes} | {row['audio']:.2f} | "
-                             f"{row['underruns']} ({row['stalled']:.2f}) | {load:.2f} |")
+                             f"{row['underruns']} ({row['stalled']:.2f}) | {row['first'] + row['wait']:.2f} | "
+                             f"{load:.2f} |")
                 print(table[-1], flush=True)
             if not fast and not args.skip_quality and oneshot_tokens is not None:
                 quality_lines += quality(model, oneshot_tokens)

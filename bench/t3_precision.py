@@ -2,18 +2,21 @@
 
     python bench/t3_precision.py                    # CPU: float32, bfloat16, int8; default threads and 1 thread
     python bench/t3_precision.py --device cuda --dtypes float32,bfloat16,float16
-Options: --dtypes, --threads 0,1 (0: torch's default), --steps 200, --speed-tokens 60, --parity DIR (default
+    python bench/t3_precision.py --family nano      # the GPT-2 T3 of Turbo (--family turbo) or Nano
+Options: --family english|turbo|nano, --dtypes, --threads 0,1 (0: torch's default), --steps 200, --speed-tokens 60, --parity DIR (default
 $CHATTERBOX_PARITY_DIR, else ../shared/parity), --results bench/RESULTS.md ('' for none).
 
-Full-size English T3 with the parity kit's synthetic weights. Accuracy:
-  - logits on the parity inputs (golden/t3_en_full.safetensors, teacher-forced forward of 2 rows): largest and
+Full-size T3 of the family with the parity kit's synthetic weights. Accuracy:
+  - logits on the parity inputs (golden/t3_<en|turbo|nano>_full.safetensors, teacher-forced forward of 2 rows;
+    the English one with emotion 0.5 and the kit's CFG-free forward): largest and
     mean absolute error against the golden float32 logits, the error over the logits' spread (std), and how
     often the top-1 speech token agrees;
   - `--steps` greedy decoding steps with CFG (the default sampling settings, argmax instead of a draw): the
     share of steps whose token matches float32's when the tokens run freely (one early difference changes
     everything after it, and with random weights the top two tokens are often nearly tied), and when every step
-    is fed float32's previous tokens (teacher-forced: the per-step agreement).
-Speed: time to the first token (prefill of the 34 conditioning, text and start positions, 2 rows for CFG), then
+    is fed float32's previous tokens (teacher-forced: the per-step agreement). GPT-2 T3 has no CFG: one row.
+Speed: time to the first token (English: prefill of the 34 conditioning, text and start positions, 2 rows for
+CFG; GPT-2: the 376 conditioning positions are computed once per voice, so this is the text's prefill), then
 decoding tokens/s over `--speed-tokens` tokens.
 """
 from __future__ import annotations
@@ -46,7 +49,7 @@ def logit_errors(model, golden) -> dict:
     from inference.models.t3 import T3Cond
 
     t = golden.tensors
-    cond = T3Cond(t["speaker_emb"], t["cond_prompt_speech_tokens"], t["emotion_adv"])
+    cond = T3Cond(t["speaker_emb"], t["cond_prompt_speech_tokens"], t["emotion_adv"] if "emotion_adv" in t else 0.5)
     out = model(cond, t["text_tokens"], t["text_token_lens"], t["speech_tokens"], t["speech_token_lens"])
     got, want = out.speech_logits.float(), t["speech_logits"]
     err = (got - want).abs()
@@ -64,7 +67,8 @@ def greedy(model, cond, text, steps: int, forced: list[int] | None = None) -> tu
         picks.append(int(probs.argmax()))
         return forced[len(picks) - 1] if forced is not None else picks[-1]
 
-    sampling = SamplingConfig(max_new_tokens=steps, repetition_penalty=1.2)
+    sampling = SamplingConfig(max_new_tokens=steps, repetition_penalty=1.2,
+                              **(dict(cfg_weight=0.0, min_p=0.0) if model.cfg.is_gpt2 else {}))
     tokens = list(model.generate_tokens(cond, text, sampling, choose=choose))
     return tokens, picks
 
@@ -76,7 +80,8 @@ def speed(model, cond, text, n: int) -> tuple[float, float]:
     picks = iter(range(1, n + 1))
     times = []
     t0 = time.perf_counter()
-    for _ in model.generate_tokens(cond, text, SamplingConfig(max_new_tokens=n), choose=lambda p: next(picks)):
+    sampling = SamplingConfig(max_new_tokens=n, **(dict(cfg_weight=0.0, min_p=0.0) if model.cfg.is_gpt2 else {}))
+    for _ in model.generate_tokens(cond, text, sampling, choose=lambda p: next(picks)):
         times.append(time.perf_counter() - t0)
     return times[0], (len(times) - 1) / (times[-1] - times[0])
 
@@ -84,6 +89,7 @@ def speed(model, cond, text, n: int) -> tuple[float, float]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--family", default="english", choices=("english", "turbo", "nano"))
     p.add_argument("--dtypes", default="float32,bfloat16,int8")
     p.add_argument("--threads", default="0,1")
     p.add_argument("--steps", type=int, default=200)
@@ -99,19 +105,26 @@ def parse_args(argv=None):
 @torch.inference_mode()
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from inference.models.t3 import T3, T3Cond, T3Config
+    from inference.models.t3 import T3, T3Cond
     from inference.parity.golden import load_golden
     from inference.precision import set_t3_dtype
     from inference.synthetic import fill_synthetic
 
     started, start_load = time.perf_counter(), load_average()
     default_threads = torch.get_num_threads()
-    golden = load_golden(parity_dir(args.parity) / "golden" / "t3_en_full.safetensors")
-    base = fill_synthetic(T3(T3Config.english(), init_weights=False)).eval().to(args.device)
+    from inference.families import FAMILIES
+
+    kit_name = {"english": "en"}.get(args.family, args.family)
+    golden = load_golden(parity_dir(args.parity) / "golden" / f"t3_{kit_name}_full.safetensors")
+    t3_cfg = FAMILIES[args.family].t3
+    base = fill_synthetic(T3(t3_cfg, init_weights=False)).eval().to(args.device)
     g = torch.Generator().manual_seed(0)
-    cond = T3Cond(torch.rand(1, 256, generator=g), torch.randint(0, 6561, (1, 150), generator=g),
+    cond = T3Cond(torch.rand(1, 256, generator=g),
+                  torch.randint(0, 6561, (1, t3_cfg.speech_cond_prompt_len), generator=g),
                   torch.full((1, 1, 1), 0.5)).to(args.device)
-    text = torch.cat([torch.tensor([[255]]), torch.randint(1, 600, (1, 300), generator=g), torch.tensor([[0]])], 1)
+    text = torch.randint(1, 600, (1, 300), generator=g)
+    if not t3_cfg.is_gpt2:  # the Llama T3 reads start/stop text markers
+        text = torch.cat([torch.tensor([[255]]), text, torch.tensor([[0]])], 1)
     text = text.to(args.device)
     print(f"hardware: {hardware(args.device)}", flush=True)
 
@@ -147,8 +160,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(default_threads)
     header = [f"hardware: {hardware(args.device)}",
               f"command: `python bench/t3_precision.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
-              "model: full-size English T3, synthetic weights (parity kit procedure); 302 text positions, "
-              "150 conditioning speech tokens; CFG 0.5, repetition penalty 1.2",
+              f"model: full-size {args.family} T3, synthetic weights (parity kit procedure); {text.shape[1]} text "
+              f"positions, {t3_cfg.speech_cond_prompt_len} conditioning speech tokens; "
+              f"{'no CFG' if t3_cfg.is_gpt2 else 'CFG 0.5'}, repetition penalty 1.2",
               f"load average (1/5/15 min) at start {start_load}, at end {load_average()}"]
     summary = [f"total run time {(time.perf_counter() - started) / 60:.1f} min"]
     print("\n".join(summary))

@@ -80,3 +80,17 @@ def count_underruns(arrivals: list[tuple[float, int]], sample_rate: int = 24000,
         else:
             buffered += n
     return underruns, stalled
+
+
+def gapless_delay(arrivals: list[tuple[float, int]], sample_rate: int = 24000) -> float:
+    """Seconds after the first audio a player must wait before starting so that it never stalls: what a
+    listener pays for gapless playback of this stream (0 when playing at once never stalls)."""
+    events = sorted((float(t), int(n)) for t, n in arrivals if n > 0)
+    if not events:
+        return 0.0
+    first, played = events[0][0], 0
+    delay = 0.0
+    for t, n in events:
+        delay = max(delay, t - first - played / sample_rate)  # this chunk must be there when the audio before ends
+        played += n
+    return delay

@@ -20,6 +20,7 @@ from websockets.sync.server import serve
 from inference import client
 from inference.client import (ServerError, StreamInterrupted, count_underruns, main, split_words, stream_http,
                               stream_ws)
+from inference.stream_quality import gapless_delay
 
 SR = 24000
 # 0.5 s of a 440 Hz sine, int16: what every stand-in streams.
@@ -373,6 +374,11 @@ def test_underruns_none_when_faster_than_real_time():
     assert count_underruns([(0.1 * i, 2400) for i in range(10)]) == (0, 0.0)
     assert count_underruns([]) == (0, 0.0)
     assert count_underruns([(0.3, 2400)]) == (0, 0.0)
+    # waiting this long after the first audio plays the same arrivals without a stall, and no less will do
+    late = [(0.0, 2400), (0.5, 2400), (0.6, 24000), (3.0, 2400)]
+    delay = gapless_delay(late)
+    assert delay == pytest.approx(3.0 - 0.0 - 28800 / 24000) and count_underruns(late)[0] == 2
+    assert gapless_delay([(0.1 * i, 2400) for i in range(10)]) == 0.0 and gapless_delay([]) == 0.0
 
 
 def test_underruns_known_stall():

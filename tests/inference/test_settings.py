@@ -240,9 +240,17 @@ def test_config_sections_check_their_stream_settings():
     check_limits({"prompt_tokens": None, "max_chunk_size": -5})  # None: the default; no row: not checked here
 
 
+def test_the_servers_prompt_tokens_reach_a_turbo_stream(turbo):
+    """Unset, a Turbo stream keeps its family's 50 prompt tokens; 0 is the whole prompt; a number is that number."""
+    for value, expected in ((None, 50), (0, None), (75, 75)):
+        settings = ServerConfig(prompt_tokens=value).stream_settings()
+        assert turbo.utterance("Hello.", **settings).cfg.prompt_tokens == expected
+
+
 def test_zero_prompt_tokens_in_a_config_file_means_the_whole_prompt():
     assert prompt_tokens_setting(0) is None and prompt_tokens_setting(25) == 25
-    assert ServerConfig().stream_settings()["prompt_tokens"] is None
+    assert "prompt_tokens" not in ServerConfig().stream_settings()  # unset: the model family's
+    assert ServerConfig(prompt_tokens=0).stream_settings()["prompt_tokens"] == 0  # the whole prompt, any family
     assert ServerConfig(prompt_tokens=75).stream_settings()["prompt_tokens"] == 75
     assert StreamSettings().generate_kwargs()["prompt_tokens"] is None
     kwargs = StreamSettings(prompt_tokens=25).generate_kwargs()

@@ -127,3 +127,38 @@ def test_int8_gpt2_t3_stays_close(model, cond):
     q = torch.stack([s.step_logits for s in q_steps])
     assert not torch.equal(ref, q)
     assert float((ref - q).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_the_voices_conditioning_is_computed_once(model, cond):
+    """The second text in the same voice reuses the voice's keys and values and gets the logits of a full prefill;
+    another voice, a copy of T3 or weights changed in place compute them afresh."""
+    import copy
+
+    text = torch.randint(0, 512, (1, 7), generator=torch.Generator().manual_seed(4))
+    model.voice_prefixes.clear()
+    hits, misses = model.voice_prefixes.hits, model.voice_prefixes.misses
+
+    def first_logits(t3, c):
+        steps = []
+        next(iter(t3.generate_tokens(c, text, TURBO_SAMPLING, generator=torch.Generator().manual_seed(0),
+                                     on_step=steps.append)))
+        return steps[0].step_logits
+
+    fresh = first_logits(model, cond)
+    reused = first_logits(model, cond)
+    assert (model.voice_prefixes.misses - misses, model.voice_prefixes.hits - hits) == (1, 1)
+    torch.testing.assert_close(reused, fresh, atol=0, rtol=0)
+    with torch.no_grad():  # the reference: conditioning, text and start token in one call
+        embeds, _ = model.decoding_prompt(cond, text, use_cfg=False)
+        full = model.speech_head(model.tfmr(inputs_embeds=embeds).last_hidden_state[:, -1])
+    torch.testing.assert_close(fresh, full, atol=2e-5, rtol=1e-4)
+    other = T3Cond(cond.speaker_emb.flip(-1), cond.cond_prompt_speech_tokens)
+    first_logits(model, other)
+    assert model.voice_prefixes.misses - misses == 2
+    assert len(copy.deepcopy(model).voice_prefixes._items) == 0
+    changed = copy.deepcopy(model)
+    first_logits(changed, cond)
+    with torch.no_grad():
+        changed.tfmr.h[0].attn.c_attn.weight.mul_(1.5)  # an in-place change: the stored keys are stale
+    assert not torch.allclose(first_logits(changed, cond), fresh)
+    assert changed.voice_prefixes.misses == 2
