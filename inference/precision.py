@@ -8,8 +8,9 @@ float32 stays the default and the parity path. The others trade a measured amoun
     one token reads every weight once, so a quarter of the bytes is most of the speed-up. Embeddings stay
     float32. The least accurate choice (bench/RESULTS.md: keeping the heads in float32 did not help). A LoRA
     adapter must be applied before this: quantized layers cannot be trained or merged.
-  - S3Gen "bfloat16": the flow's conformer and estimator run under autocast; the vocoder stays float32 (its
-    STFT needs it). The flow is where S3Gen's time goes (about 95 % of a streaming chunk).
+  - S3Gen "bfloat16": the flow's conformer and estimator, and the vocoder's filter convolutions, run under
+    autocast; the ODE state, F0, harmonic source and STFTs stay float32. With the 10-step flow the flow is
+    nearly all of S3Gen's time; with Turbo's 2-step meanflow the vocoder is about half.
 """
 from __future__ import annotations
 
@@ -80,6 +81,6 @@ def quantized_engine(name: str) -> Iterator[None]:
 
 
 def set_s3gen_dtype(s3gen, dtype: str) -> None:
-    """S3Gen's flow in float32 or under bfloat16 autocast (the vocoder always float32)."""
+    """S3Gen's flow and vocoder filter in float32 or under bfloat16 autocast (S3Gen.set_flow_dtype)."""
     check_dtypes("float32", dtype)
     s3gen.set_flow_dtype(getattr(torch, dtype))

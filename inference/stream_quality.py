@@ -93,4 +93,4 @@ def gapless_delay(arrivals: list[tuple[float, int]], sample_rate: int = 24000) -
     for t, n in events:
         delay = max(delay, t - first - played / sample_rate)  # this chunk must be there when the audio before ends
         played += n
-    return delay
+    return delay if delay > 1e-9 else 0.0  # arrival times in float seconds: rounding is not a wait

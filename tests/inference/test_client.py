@@ -374,7 +374,7 @@ def test_underruns_none_when_faster_than_real_time():
     assert count_underruns([(0.1 * i, 2400) for i in range(10)]) == (0, 0.0)
     assert count_underruns([]) == (0, 0.0)
     assert count_underruns([(0.3, 2400)]) == (0, 0.0)
-    # waiting this long after the first audio plays the same arrivals without a stall, and no less will do
+    # how long after the first audio a player must wait to play these arrivals without a stall
     late = [(0.0, 2400), (0.5, 2400), (0.6, 24000), (3.0, 2400)]
     delay = gapless_delay(late)
     assert delay == pytest.approx(3.0 - 0.0 - 28800 / 24000) and count_underruns(late)[0] == 2

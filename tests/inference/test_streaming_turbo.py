@@ -4,6 +4,7 @@ S3Gen run with, and `stop`. Speed is measured in bench/end_to_end.py, not here."
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -88,6 +89,7 @@ def test_thread_counts_while_t3_runs_ahead_and_after_a_stop(turbo):
     def decode(piece):
         for token in original_decode(piece):
             seen["t3"].add((threading.current_thread().name, torch.get_num_threads()))
+            time.sleep(0.05)  # the toy T3 as slow as a real one: still decoding while S3Gen makes the chunks
             yield token
 
     def push(self, tokens):
@@ -99,7 +101,7 @@ def test_thread_counts_while_t3_runs_ahead_and_after_a_stop(turbo):
         turbo._decode_piece = decode
         IncrementalStreamer.push = push
         stop = threading.Event()
-        stream = turbo.generate_stream("One sentence to stream.", seed=1, chunk_size=8, max_new_tokens=40, stop=stop)
+        stream = turbo.generate_stream("One sentence to stream.", seed=1, chunk_size=8, max_new_tokens=80, stop=stop)
         next(stream)
         next(stream)
         stop.set()

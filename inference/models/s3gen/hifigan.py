@@ -164,6 +164,9 @@ class HiFTGenerator(nn.Module):
         if not (len(cfg.upsample_kernels) == len(cfg.source_resblock_kernels) == n_stages):
             raise ValueError("upsample_rates, upsample_kernels and source_resblock_kernels need one entry per stage")
         self.cfg = cfg
+        # bfloat16: the filter network's convolutions under autocast (S3Gen.set_flow_dtype); the F0, the source,
+        # the STFTs and the output stay float32
+        self.filter_dtype = torch.float32
         self.f0_predictor = F0Predictor(cfg.f0)
         self.m_source = HarmonicMerge(cfg.num_harmonics)
         self.conv_pre = weight_norm(nn.Conv1d(cfg.in_channels, cfg.base_channels, 7, padding=3))
@@ -209,10 +212,9 @@ class HiFTGenerator(nn.Module):
                           center=True, pad_mode="reflect", return_complex=True)
         return torch.cat([spec.real, spec.imag], dim=1)
 
-    def decode(self, mel: Tensor, excitation: Tensor) -> Tensor:
-        """Filter network: mel (B, 80, T) + excitation (B, 1, N) -> waveform (B, N)."""
+    def _filter(self, mel: Tensor, source_spec: Tensor) -> Tensor:
+        """The convolutions: mel and the source's spectrum -> log-magnitude and phase channels."""
         cfg = self.cfg
-        source_spec = self._source_spectrum(excitation)
         n_res = len(cfg.resblock_kernels)
         x = self.conv_pre(mel)
         last = len(self.ups) - 1
@@ -227,7 +229,14 @@ class HiFTGenerator(nn.Module):
             for block in blocks[1:]:
                 acc = acc + block(x)
             x = acc / n_res
-        x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as trained
+        return self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as trained
+
+    def decode(self, mel: Tensor, excitation: Tensor) -> Tensor:
+        """Filter network: mel (B, 80, T) + excitation (B, 1, N) -> waveform (B, N)."""
+        cfg = self.cfg
+        source_spec = self._source_spectrum(excitation)
+        with torch.autocast(mel.device.type, dtype=torch.bfloat16, enabled=self.filter_dtype == torch.bfloat16):
+            x = self._filter(mel, source_spec).float()
         n_bins = cfg.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :n_bins]).clamp(max=100.0)
         angle = torch.sin(x[:, n_bins:])  # the network's phase channels pass through a sine
