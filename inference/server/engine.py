@@ -8,8 +8,6 @@ the one whose audio runs out soonest (earliest deadline: arrival + audio sent). 
 comes right after the chunk in progress, and no stream starves while others play.
 Audio reaches the web side through a callback the caller gives (the app wraps an asyncio queue): no thread waits
 on a request's behalf.
-Threads on a CPU: while both loops have work they split torch's threads as a stream does (`split_threads`: a
-quarter for T3, at least one), rather than run two full thread teams on the same cores; a loop alone takes them all.
 """
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..models.rates import S3GEN_SR
-from ..streaming import Utterance, split_threads
+from ..streaming import Utterance
 from .batching import Decoding, T3Batcher
 
 log = logging.getLogger("inference.server")
@@ -77,9 +75,6 @@ class Engine:
         self.tokens_decoded = 0
         self.audio_samples = 0  # sent to clients: shows how much work a cancelled request still cost
         self.durations: collections.deque[float] = collections.deque(maxlen=50)
-        self.every = torch.get_num_threads()
-        self.t3_share, self.s3gen_share = split_threads(model.device)
-        self.rendering = False  # the S3Gen loop is making audio
         self.threads = [threading.Thread(target=self._t3_loop, name="t3-batch", daemon=True),
                         threading.Thread(target=self._s3gen_loop, name="s3gen", daemon=True)]
         for t in self.threads:
@@ -150,7 +145,6 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - this request fails, the others go on
                     log.exception("T3 could not start a request")
                     self._fail(job, e)
-            self._threads(self.t3_share if self.rendering else None)
             try:
                 self.batcher.step()
             except Exception as e:  # noqa: BLE001 - a failed step fails every request in it
@@ -160,13 +154,6 @@ class Engine:
                     victims = [job for job in self.jobs if any(d.stop is job.cancelled for d in failed)]
                 for job in victims:
                     self._fail(job, e)
-
-    def _threads(self, share: int | None) -> None:
-        """This loop's torch threads: its share while the other loop works, else all (a change resizes the pool,
-        so it is made only when the count differs)."""
-        wanted = self.every if share is None else share
-        if torch.get_num_threads() != wanted:
-            torch.set_num_threads(wanted)
 
     def _fail(self, job: Job, error: Exception) -> None:
         job.cancel()
@@ -183,7 +170,6 @@ class Engine:
         while True:
             with self.lock:
                 while not (ready := [j for j in self.jobs if j.ready()]):
-                    self.rendering = False
                     self.lock.wait()
                 job = min(ready, key=lambda j: (j.utterance.clock.first is not None, j.deadline))
                 if job.cancelled.is_set():
@@ -191,12 +177,10 @@ class Engine:
                     self.cancelled += 1
                     log.info("client gone: its request was cancelled")
                     continue
-                self.rendering = True
                 tokens = []
                 while job.tokens and (not tokens or tokens[-1] is not None) \
                         and len([t for t in tokens if t is not None]) < job.utterance.tokens_to_next_chunk():
                     tokens.append(job.tokens.popleft())
-            self._threads(self.s3gen_share if self.batcher.active else None)
             try:
                 for token in tokens:
                     chunk = job.utterance.feed(token)
