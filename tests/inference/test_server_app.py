@@ -163,8 +163,9 @@ def test_start_passes_the_server_settings_under_the_request_ones(parts):
         return synthesis, [len(c.audio) async for c in synthesis.chunks()]
 
     synthesis, sizes = asyncio.run(run())
+    # prompt_tokens 0 reaches the model as 0: the whole voice prompt, whatever the family's default
     assert synthesis.job.utterance.settings == {"conds": "built-in conds", "chunk_size": 8, "strategy": "incremental",
-                                                "max_new_tokens": 1000, "prompt_tokens": None, "seed": 3}
+                                                "max_new_tokens": 1000, "prompt_tokens": 0, "seed": 3}
     assert sizes == [3 * TOKEN, 2 * TOKEN]
     assert synthesis.job.cancelled.is_set() and synthesis.text_tokens() == 5
 
