@@ -273,9 +273,11 @@ class Server:
 
     def problems(self) -> list[str]:
         """Log lines that say something went wrong on the server side (tracebacks, errors, warnings)."""
+        from inference.presets import WARNING as PRESET_WARNING  # a preset says so at load: not a problem
+
         text = self.log_path.read_text(errors="replace").splitlines()
-        return [line for line in text if line.startswith(("ERROR", "WARNING", "Traceback", "CRITICAL"))
-                or "Error" in line.split(":")[0]]
+        return [line for line in text if (line.startswith(("ERROR", "WARNING", "Traceback", "CRITICAL"))
+                                          or "Error" in line.split(":")[0]) and PRESET_WARNING not in line]
 
     def stop(self) -> None:
         if self.process.poll() is None:
