@@ -55,22 +55,24 @@ def t3_fingerprint(t3: T3) -> str:
     return h.hexdigest()
 
 
-def family(t3: T3) -> str:
-    return "multilingual" if t3.cfg.is_multilingual else "english"
-
-
-def base_identity(t3: T3, name: str) -> dict:
-    """What `chatterbox_base.json` records: `name` is the model as the user gave it ('tiny', a folder made
-    absolute, a repo id), so that a later load can find the base again."""
+def base_identity(model, name: str) -> dict:
+    """What `chatterbox_base.json` records of a loaded Chatterbox: `name` is the model as the user gave it ('tiny',
+    a folder made absolute, a repo id), so that a later load can find the base again. The family comes from the
+    model, not from T3's configuration: the tiny Turbo and Nano presets share one."""
     path = Path(name).expanduser()
-    return {"model": str(path.resolve()) if path.exists() else name, "family": family(t3),
-            "t3_config": json.loads(json.dumps(asdict(t3.cfg))), "t3_sha256": t3_fingerprint(t3)}
+    return {"model": str(path.resolve()) if path.exists() else name, "family": model.FAMILY.name,
+            "t3_config": json.loads(json.dumps(asdict(model.t3.cfg))), "t3_sha256": t3_fingerprint(model.t3)}
 
 
 def on_synthetic_base(identity: dict) -> bool:
-    """Whether a recorded base is the tiny preset (random weights): its adapters make no speech either."""
-    return identity.get("model") in ("tiny", "tiny-multilingual") or \
-        identity.get("t3_config", {}).get("num_layers", 30) < 30
+    """Whether a recorded base is a preset (random weights): its adapters make no speech either."""
+    from .families import FAMILIES, PRESETS
+
+    if identity.get("model") in PRESETS:
+        return True
+    family = FAMILIES.get(identity.get("family", "english"))
+    layers = identity.get("t3_config", {}).get("num_layers")
+    return family is not None and layers is not None and layers < family.t3.num_layers
 
 
 def write_base_identity(folder: str | Path, identity: dict) -> None:
@@ -87,16 +89,18 @@ def read_base_identity(folder: str | Path) -> dict | None:
         raise AdapterMismatch(f"{path} is not valid JSON: {e}") from e
 
 
-def check_base(folder: str | Path, t3: T3) -> None:
-    """Refuse to put the adapter in `folder` on `t3` unless `t3` is the base it was trained on, naming what
-    differs. Adapters without a record (made elsewhere) only get a warning."""
+def check_base(folder: str | Path, model) -> None:
+    """Refuse to put the adapter in `folder` on `model` (a loaded Chatterbox) unless it is the base the adapter
+    was trained on, naming what differs. Adapters without a record (made elsewhere) only get a warning."""
     saved = read_base_identity(folder)
     if saved is None:
         log.warning("%s has no %s: cannot check that it belongs to this base model", folder, BASE_FILE)
         return
+    t3, family = model.t3, model.FAMILY.name
     problems = []
-    if saved.get("family") != family(t3):
-        problems.append(f"it was trained on the {saved.get('family')} model, this base is the {family(t3)} one")
+    if saved.get("family") != family:
+        problems.append(f"it was trained on the {saved.get('family')} model, this base is the {family} one "
+                        "(an adapter fits only the family and weights it was trained on)")
     ours = json.loads(json.dumps(asdict(t3.cfg)))
     differing = sorted(k for k in set(ours) | set(saved.get("t3_config", {}))
                        if ours.get(k) != saved.get("t3_config", {}).get(k))
@@ -225,6 +229,7 @@ def merge_verified(model, tolerance: float = 1e-4) -> tuple[T3, float]:
     probe = probe_batch(base.cfg, base.device)
     before = probe_logits(base, probe)  # the adapter layers are injected in place: this includes them
     merged = model.merge_and_unload()
+    merged.voice_prefixes.clear()  # merging changes weights through .data, which no version counter sees
     for p in merged.parameters():
         p.requires_grad_(False)
     merged.eval()
@@ -239,17 +244,16 @@ def merge_verified(model, tolerance: float = 1e-4) -> tuple[T3, float]:
 
 
 def apply_adapter(model, folder: str | Path) -> float:
-    """Put the adapter of `folder` on a loaded ChatterboxTTS/ChatterboxMultilingualTTS, merged in memory (so
+    """Put the adapter of `folder` on a loaded Chatterbox of any family, merged in memory (so
     synthesis runs at the base model's speed), and take its voice (conds.pt) when it has one.
     Returns the probe's relative logit difference between the merged and the adapter model."""
     from .conditionals import Conditionals
 
     folder = Path(folder)
     check_settings(folder)
-    check_base(folder, model.t3)
+    check_base(folder, model)
     merged, diff = merge_verified(load_adapter(model.t3, folder))
     model.t3 = merged
-    merged.voice_prefixes.clear()  # merging changes weights through .data, which no version counter sees
     if (folder / "conds.pt").is_file():
         model.conds = Conditionals.load(folder / "conds.pt").to(model.device)
     log.info("applied the LoRA adapter %s (merged in memory, max relative logit difference %.1e)", folder, diff)

@@ -29,11 +29,11 @@ import torch
 from inference.audio import AudioError, load_audio
 from inference.models.t3 import T3Cond
 from inference.models.tokenizers import TextError
+from inference.voice import normalize_loudness
 
 log = logging.getLogger(__name__)
 
 S3_SR = 16_000  # the S3 tokenizer and the voice encoder take 16 kHz audio
-PROMPT_SECONDS = 6  # conditioning prompt: tokens of the first 6 s, as the inference pipeline takes them
 _CACHE_VERSION = "dataset-v3"  # part of the cache key: bump whenever rows are computed differently
 _INFO_FILE = "build_info.json"
 COLUMNS = ("path", "duration", "text", "text_tokens", "speech_tokens", "speaker_emb", "prompt_tokens")
@@ -116,10 +116,12 @@ def model_fingerprint(model) -> str:
     special = (cfg.start_text_token, cfg.stop_text_token, cfg.start_speech_token, cfg.stop_speech_token,
                cfg.speech_cond_prompt_len, cfg.max_text_tokens, cfg.max_speech_tokens, cfg.text_vocab_size)
     h.update(repr(special).encode())
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = Path(tmp) / "tokenizer.json"
-        model.tokenizer.save(vocab)
-        h.update(vocab.read_bytes())
+    with tempfile.TemporaryDirectory() as tmp:  # a file (English, multilingual) or a folder of files (GPT-2 BPE)
+        target = Path(tmp) / ("tokenizer" if model.t3.cfg.is_gpt2 else "tokenizer.json")
+        model.tokenizer.save(target)
+        for file in sorted(target.rglob("*")) if target.is_dir() else [target]:
+            h.update(file.name.encode())
+            h.update(file.read_bytes())
     for module in (model.s3gen.tokenizer, model.ve):
         for name, value in sorted(module.state_dict().items()):
             h.update(name.encode())
@@ -158,12 +160,12 @@ def _features():
     })
 
 
-def _prompt_is_whole_clip(tokenizer, n_samples: int, plen: int) -> bool:
-    """Whether tokenizing the first PROMPT_SECONDS with max_len=plen would see exactly the whole clip
+def _prompt_is_whole_clip(tokenizer, n_samples: int, plen: int, seconds: float) -> bool:
+    """Whether tokenizing the first `seconds` with max_len=plen would see exactly the whole clip
     (no cut of the waveform, nor of its log-mel at mel_frames_per_token * plen frames)."""
     tcfg = getattr(tokenizer, "cfg", None)
     hop, per_token = getattr(tcfg, "hop", None), getattr(tcfg, "mel_frames_per_token", None)
-    if n_samples > PROMPT_SECONDS * S3_SR or not hop or not per_token:
+    if n_samples > int(seconds * S3_SR) or not hop or not per_token:
         return False
     return n_samples // hop <= per_token * plen
 
@@ -182,7 +184,7 @@ def _row(path: Path, text: str | None, model, cfg: DatasetConfig) -> dict:
         text_tokens = model.text_tokens(text, cfg.language)[0].tolist()
     except (TextError, ValueError, KeyError) as e:
         raise _Drop(f"text does not tokenize: {e}") from e
-    if len(text_tokens) <= 2:
+    if len(text_tokens) <= (0 if model.t3.cfg.is_gpt2 else 2):  # Llama T3's rows carry start/stop text tokens
         raise _Drop("text holds nothing the tokenizer keeps")
 
     try:
@@ -193,16 +195,20 @@ def _row(path: Path, text: str | None, model, cfg: DatasetConfig) -> dict:
     if duration > cfg.max_speech_seconds:
         raise _Drop(f"too long ({duration:.1f} s > max_speech_seconds {cfg.max_speech_seconds:g})")
 
+    rules = model.FAMILY.voice
+    if rules.loudness_lufs is not None:  # as synthesis levels a voice (Turbo, Nano): the prompt must match it
+        wav, _ = normalize_loudness(wav, S3_SR, rules.loudness_lufs, str(path))
     tokenizer = model.s3gen.tokenizer
+    seconds = rules.t3_prompt_seconds
     try:
         with torch.inference_mode():
             tokens, lens = tokenizer([torch.from_numpy(wav)])
             speech = tokens[0, : int(lens[0])].tolist()
             plen = int(t3cfg.speech_cond_prompt_len)
-            if _prompt_is_whole_clip(tokenizer, len(wav), plen):
+            if _prompt_is_whole_clip(tokenizer, len(wav), plen, seconds):
                 prompt = speech  # the same waveform through the same call: identical tokens, half the work
             else:
-                prompt_wav = torch.from_numpy(wav[: PROMPT_SECONDS * S3_SR])
+                prompt_wav = torch.from_numpy(wav[: int(seconds * S3_SR)])
                 ptokens, plens = tokenizer([prompt_wav], max_len=plen)
                 prompt = ptokens[0, : int(plens[0])].tolist()
             speaker = model.ve.embed_speaker([wav], S3_SR).reshape(-1).float().cpu().tolist()
@@ -264,10 +270,12 @@ def build_dataset(clips: Sequence, transcripts: Mapping, model, cache_dir: str |
     model: a ChatterboxTTS / ChatterboxMultilingualTTS (uses text_tokens, s3gen.tokenizer, ve, t3.cfg).
     model_id: identity of the model for the cache key; by default `model_fingerprint(model)`.
 
-    Returns a DatasetDict with "train" and "validation" splits (rows sorted by path), columns COLUMNS:
-      text_tokens with start/stop text tokens; speech_tokens = S3 tokens of the whole clip at 16 kHz wrapped in
-      start/stop speech tokens; speaker_emb = voice-encoder embedding of the clip; prompt_tokens = S3 tokens of
-      its first 6 s (at most speech_cond_prompt_len). The last two are conditioning for OTHER clips (T3Collator).
+    Returns a DatasetDict with "train" and "validation" splits (rows sorted by path), columns COLUMNS, each as
+    synthesis builds it for the model's family: text_tokens of the normalised text (with start/stop text tokens
+    for Llama T3; GPT-2 T3, as `inference_turbo`, takes the BPE ids alone); speech_tokens = S3 tokens of the
+    whole clip at 16 kHz wrapped in start/stop speech tokens; speaker_emb = voice-encoder embedding of the clip;
+    prompt_tokens = S3 tokens of its first `t3_prompt_seconds` (6 s; Turbo/Nano 15 s after levelling the clip to
+    -27 LUFS), at most speech_cond_prompt_len (150; 375). The last two are conditioning for OTHER clips (T3Collator).
     Clips without a usable transcript or audio are dropped and logged (reasons also in build_info.json beside
     the cached data); ValueError only when no clip at all is usable.
     The result lives in cache_dir/dataset-<key>, written atomically; the same inputs load it from there.
@@ -374,7 +382,9 @@ class T3Collator:
     the batch (their first P tokens).
     """
 
-    def __init__(self, seed: int = 0, emotion_adv: float = 0.5, text_pad_id: int = 0, speech_pad_id: int = 6562):
+    def __init__(self, seed: int = 0, emotion_adv: float = 0.5, text_pad_id: int = 0, speech_pad_id: int = 6562,
+                 min_cond_seconds: float | None = None):
+        self.min_cond_seconds = min_cond_seconds
         self.seed = int(seed)
         self.emotion_adv = float(emotion_adv)
         self.text_pad_id = int(text_pad_id)
@@ -386,21 +396,34 @@ class T3Collator:
         self._warned_single = False
 
     @classmethod
-    def for_model(cls, model, **kwargs) -> "T3Collator":
-        """Pad ids from the model's T3 config (stop-text and stop-speech tokens)."""
+    def for_model(cls, model, emotion_adv: float | None = None, **kwargs) -> "T3Collator":
+        """Pad ids from the model's T3 config (stop-text and stop-speech tokens), the emotion value as synthesis
+        takes it (None: the family's), and the family's shortest voice: Turbo and Nano take a reference only when
+        it is longer than 5 s, so only such clips condition their rows."""
         cfg = model.t3.cfg
-        return cls(text_pad_id=cfg.stop_text_token, speech_pad_id=cfg.stop_speech_token, **kwargs)
+        return cls(text_pad_id=cfg.stop_text_token, speech_pad_id=cfg.stop_speech_token,
+                   emotion_adv=model._exaggeration(emotion_adv), min_cond_seconds=model.FAMILY.voice.min_seconds,
+                   **kwargs)
 
     def _index_pool(self, pool) -> None:
         if pool is self._pool:
             return
-        names = ("path", "speaker_emb", "prompt_tokens")
-        if hasattr(pool, "select_columns"):  # datasets.Dataset: read the three columns once
+        names = ("path", "duration", "speaker_emb", "prompt_tokens")
+        if hasattr(pool, "select_columns"):  # datasets.Dataset: read the columns once
             cols = pool.select_columns(list(names))[:]
         else:
             cols = {name: [row[name] for row in pool] for name in names}
         if not cols["path"]:
             raise ValueError("the conditioning pool is empty")
+        if self.min_cond_seconds is not None:
+            keep = [i for i, d in enumerate(cols["duration"]) if d > self.min_cond_seconds]
+            if not keep:
+                log.warning("no training clip is longer than %g s, the shortest voice this model takes at synthesis; "
+                            "rows are conditioned on shorter clips", self.min_cond_seconds)
+            elif len(keep) < len(cols["path"]):
+                log.info("%d of %d training clips are longer than %g s and condition the rows (as voices at "
+                         "synthesis must be)", len(keep), len(cols["path"]), self.min_cond_seconds)
+                cols = {name: [values[i] for i in keep] for name, values in cols.items()}
         self._pool, self._pool_cols = pool, cols
         self._pool_index = {str(p): i for i, p in enumerate(cols["path"])}
 

@@ -56,10 +56,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, load_adapter,
-                                merge_verified, write_base_identity)
-from inference.chatterbox import load_chatterbox, refuse_gpt2
+from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, is_adapter,
+                                load_adapter, merge_verified, read_base_identity, write_base_identity)
+from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
+from inference.families import family_named
+from inference.loading import family_for
 from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
 from inference.settings import command_overrides, command_parser, config_from_dict, load_config
@@ -100,7 +102,7 @@ class TrainConfig:
     warmup_steps: int = 10
     max_grad_norm: float = 1.0
     text_loss_weight: float = 0.0
-    exaggeration: float = 0.5
+    exaggeration: float | None = None  # None: the family's (0.5; Turbo and Nano have no emotion input)
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     device: str = "auto"
@@ -325,10 +327,26 @@ def prepare_data(cfg: TrainConfig, model, report: IngestReport, texts: dict[str,
     return data
 
 
-def voice_clip(train) -> str:
-    """The training clip closest to 10 s: the built-in voice (conds.pt) of the exports."""
+def voice_clip(train, min_seconds: float | None = None) -> str:
+    """The training clip closest to 10 s: the built-in voice (conds.pt) of the exports. Turbo and Nano take only
+    clips longer than their `min_seconds` (5 s) as a voice."""
     durations = np.asarray(train["duration"], dtype=float)
-    return train["path"][int(np.argmin(np.abs(durations - 10.0)))]
+    distance = np.abs(durations - 10.0)
+    if min_seconds is not None:
+        distance = np.where(durations > min_seconds, distance, np.inf)
+        if not np.isfinite(distance).any():
+            raise TrainingError(f"no training clip is longer than {min_seconds:g} s, the shortest voice this model "
+                                "takes: add longer recordings (5-15 s each is best)")
+    return train["path"][int(np.argmin(distance))]
+
+
+def base_family(cfg: TrainConfig):
+    """The family of the model to fine-tune, known before it loads (an adapter folder: its base's)."""
+    if is_adapter(cfg.model):
+        saved = read_base_identity(cfg.model) or {}
+        if saved.get("family"):
+            return family_named(saved["family"])
+    return family_for(cfg.model, cfg.multilingual)
 
 
 def epoch_steps(n_rows: int, epoch: int, cfg: TrainConfig, rank: int = 0,
@@ -745,8 +763,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     from tqdm.auto import tqdm
 
     # --- data first: no model is loaded before the recordings are known to be enough and the output writable
-    try:
-        refuse_gpt2(model if model is not None else cfg.model, "fine-tuning", cfg.multilingual)
+    family = model.FAMILY if model is not None else base_family(cfg)
+    try:  # known from the family alone: a wrong target or setting fails now, not after the data is built
+        cfg.lora = cfg.lora.for_backbone(family.t3, family.name)
+        family.check_settings(exaggeration=cfg.exaggeration)
     except ValueError as e:
         raise TrainingError(str(e)) from None
     check_audio_dir(cfg)
@@ -760,16 +780,16 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     if model is None:
         model = load_chatterbox(cfg.model, cfg.multilingual, device)
     if model.is_preset:
-        accelerator.print("NOTE: the tiny preset has random weights; its losses and output say nothing about speech")
+        accelerator.print("NOTE: a preset has random weights; its losses and output say nothing about speech")
     data = prepare_data(cfg, model, report, texts, accelerator)
     train_rows, val_rows = data["train"], data["validation"]
-    conds = model.prepare_conditionals(voice_clip(train_rows), exaggeration=cfg.exaggeration)
+    conds = model.prepare_conditionals(voice_clip(train_rows, family.voice.min_seconds), exaggeration=cfg.exaggeration)
     model.s3gen.cpu(), model.ve.cpu()  # not needed until the export: free accelerator memory
     collator = T3Collator.for_model(model, seed=cfg.seed, emotion_adv=cfg.exaggeration)
     val_collator = T3Collator.for_model(model, seed=cfg.seed + 1, emotion_adv=cfg.exaggeration)
 
-    # --- model: LoRA on the Llama projections, everything else frozen
-    base = base_identity(model.t3, cfg.model)
+    # --- model: LoRA on the backbone's projections, everything else frozen
+    base = base_identity(model, cfg.model)
     set_seed(cfg.seed)  # here, so the adapter's init and dropout do not depend on whether the data was cached
     if resume_from is not None:
         peft_model = load_adapter(model.t3, resume_from, trainable=True)

@@ -279,14 +279,17 @@ def test_models_made_from_the_tiny_preset_are_labelled_synthetic(tmp_path):
 def test_an_adapter_folder_is_a_model(tmp_path):
     """training.lora's default export is an adapter: evaluation takes it (and 'latest' finds it); a run folder
     given by mistake is answered with the folder to give."""
+    from types import SimpleNamespace
+
     from inference.adapters import base_identity, write_base_identity
+    from inference.families import ENGLISH
     from inference.presets import tiny_t3
 
     cfg = load_config(EvalConfig, "evaluation", PROJECT_ROOT / "config.toml", [f"checkpoints_dir={tmp_path}"])
     adapter = tmp_path / "run" / "adapter"
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
-    write_base_identity(adapter, base_identity(tiny_t3(), "tiny"))
+    write_base_identity(adapter, base_identity(SimpleNamespace(t3=tiny_t3(), FAMILY=ENGLISH), "tiny"))
     assert recipe.resolve_model_path(str(adapter), "tuned_model_path", cfg) == str(adapter)
     assert recipe.resolve_model_path("latest", "tuned_model_path", cfg) == str(adapter)
     assert recipe.is_synthetic(str(adapter))  # trained on the tiny preset

@@ -66,9 +66,9 @@ def output(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("checkpoints")
 
 
-def fresh_model(english):
-    """A new tiny T3 beside the session preset's S3Gen and VE (which training leaves untouched)."""
-    return ChatterboxTTS(tiny_t3(), english.s3gen, english.ve, english.tokenizer, is_preset=True)
+def fresh_model(english, t3=None):
+    """A new tiny T3 (or `t3`) beside the session preset's S3Gen and VE (which training leaves untouched)."""
+    return ChatterboxTTS(t3 or tiny_t3(), english.s3gen, english.ve, english.tokenizer, is_preset=True)
 
 
 def config(audio: Path, output: Path, run: str, **overrides) -> TrainConfig:
@@ -317,7 +317,7 @@ def test_merge_command(short_run, tmp_path):
                                torch.load(checkpoint / "conds.pt", weights_only=False)["t3"]["speaker_emb"])
 
 
-def test_adapter_on_the_wrong_model_is_refused(short_run):
+def test_adapter_on_the_wrong_model_is_refused(short_run, english):
     from inference.models.t3 import T3, T3Config
     from inference.synthetic import fill_synthetic
 
@@ -326,13 +326,13 @@ def test_adapter_on_the_wrong_model_is_refused(short_run):
     with pytest.raises(AdapterMismatch, match="does not fit"):
         load_adapter(fill_synthetic(T3(wider, init_weights=False)), checkpoint)
     with pytest.raises(AdapterMismatch, match="T3 configurations differ .*hidden_size: adapter's base 64, this base 128"):
-        check_base(checkpoint, fill_synthetic(T3(wider, init_weights=False)))
+        check_base(checkpoint, fresh_model(english, fill_synthetic(T3(wider, init_weights=False))))
     other = tiny_t3()  # same configuration, other weights (say, another fine-tune merged into the base)
     with torch.no_grad():
         other.speech_head.weight.mul_(1.01)
     with pytest.raises(AdapterMismatch, match="T3 weights differ"):
-        check_base(checkpoint, other)
-    check_base(checkpoint, tiny_t3())  # the base it was trained on passes
+        check_base(checkpoint, fresh_model(english, other))
+    check_base(checkpoint, fresh_model(english))  # the base it was trained on passes
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(audio, output, english):

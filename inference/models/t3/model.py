@@ -142,8 +142,9 @@ class T3(nn.Module):
         return embeds, cond_emb
 
     def _check_text(self, text_tokens: Tensor, markers: bool = True) -> None:
-        """`markers`: every row must hold the start/stop text tokens (teacher forcing of every family, as the
-        reference asserts; Turbo/Nano decoding takes the BPE ids alone)."""
+        """`markers`: every row must hold the start/stop text tokens (the Llama families, as the reference asserts).
+        GPT-2 T3 takes the BPE ids alone, in teacher forcing too: `inference_turbo` feeds them unwrapped, and
+        training must show the model what synthesis will."""
         if text_tokens.ndim != 2:
             raise ValueError(f"text_tokens must be (batch, length), got shape {tuple(text_tokens.shape)}")
         if text_tokens.shape[1] > self.cfg.text_pos_rows:
@@ -166,7 +167,7 @@ class T3(nn.Module):
         `packed=True` lays every row out as decoding sees it, [cond, text_i, speech_i] with the padding at the
         end, which is what training must use; the outputs come back in the same padded layout.
         """
-        self._check_text(text_tokens)
+        self._check_text(text_tokens, markers=not self.cfg.is_gpt2)
         embeds, cond_emb = self.embed_inputs(cond, text_tokens, speech_tokens)
         len_cond, lt, ls = cond_emb.shape[1], text_tokens.shape[1], speech_tokens.shape[1]
         dev = embeds.device
