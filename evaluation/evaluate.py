@@ -52,15 +52,14 @@ from inference.audio import check_reference, load_audio
 from inference.adapters import (ADAPTER_CONFIG, BASE_FILE, HELDOUT_FILE, RUN_CONFIG, adapter_base, is_adapter,
                                  on_synthetic_base)
 from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
-from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox, refuse_gpt2
+from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
-from inference.families import ENGLISH, PRESETS
-from inference.loading import is_repo_id
-from inference.models.t3 import T3Config
+from inference.families import FAMILIES, PRESETS, Family, family_named
+from inference.loading import family_for, is_repo_id
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 from inference.transcripts import TranscriptError, side_transcript
 
-from .config import EvalConfig, StreamSettings
+from .config import EvalConfig, Setup, StreamSettings
 from .jsonfiles import json_object, read_json_object
 from .latency import SAMPLE_RATE, stream_sample
 from .quality import DnsMos
@@ -72,7 +71,7 @@ from .stats import ALPHA, min_sentences, sentences_needed
 
 log = logging.getLogger("evaluation")
 
-ENGLISH_T3_FILE = ENGLISH.files.t3
+SETUP_OF = {"base": lambda cfg: cfg.a, "tuned": lambda cfg: cfg.b}  # the settings of each model path's side
 RUNS_DIR = Path(EvalConfig.runs_dir)  # runs_dir's default, where runs without an --output-dir go
 PRESET_MAX_TOKENS = 50  # the presets' random T3 never emits a stop token: 2 s per sample is enough to test
 PRESET_MAX_SENTENCES = 6  # synthetic weights test the harness: the fewest sentences a paired test can decide on
@@ -152,6 +151,18 @@ def resolve_model_path(value: str, what: str, cfg: EvalConfig) -> str:
     if is_repo_id(value):
         return value  # a hub repo id; loading it needs the network (or a filled cache)
     raise EvaluationError(f"{what}={value!r} does not exist")
+
+
+def trained_from(tuned: str | None) -> str:
+    """base_model_path left empty: the model a training output was trained from (its chatterbox_base.json), so
+    `--tuned-model-path latest` after fine-tuning Turbo compares with Turbo; 'tiny' when there is none."""
+    if tuned is None or not Path(tuned).is_dir():
+        return "tiny"
+    base = (model_file(tuned, BASE_FILE) or {}).get("model")
+    if not base:
+        raise EvaluationError(f"{tuned} does not record the model it was trained from: give base_model_path")
+    print(f"base model: {base} (what {tuned} was trained from)")
+    return base
 
 
 def resolve_reference(cfg: EvalConfig, tuned: str | None) -> tuple[list[Path], str]:
@@ -308,22 +319,31 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     if saved is not None:
         cfg = resume_config(run_dir, saved, cfg, set(flatten(asdict(cfg))) if given is None else given)
     language = base_language(cfg.language)
-    models = {"base": resolve_model_path(cfg.base_model_path, "base_model_path", cfg)}
-    if cfg.tuned_model_path:
-        models["tuned"] = resolve_model_path(cfg.tuned_model_path, "tuned_model_path", cfg)
+    tuned = resolve_model_path(cfg.tuned_model_path, "tuned_model_path", cfg) if cfg.tuned_model_path else None
+    models = {"base": resolve_model_path(cfg.base_model_path or trained_from(tuned), "base_model_path", cfg)}
+    if tuned is not None:
+        models["tuned"] = tuned
     if saved is not None:
         models = _saved_models(saved, models)
-    for path in models.values():
-        try:
-            refuse_gpt2(path, "evaluation", cfg.multilingual)
-        except ValueError as e:
-            raise EvaluationError(str(e)) from None
-    english = [name for name, path in models.items() if speaks_only_english(path, cfg)]
+    families = {name: side_family(path, cfg) for name, path in models.items()}
+    english = [f"{name} ({families[name].name})" for name in models if not families[name].needs_language]
     if language != "en" and english:
-        raise EvaluationError(f"language {language!r}: the {' and '.join(english)} model is the English Chatterbox; "
+        raise EvaluationError(f"language {language!r}: the {' and '.join(english)} model speaks English only; "
                               "evaluate another language with the multilingual model (multilingual = true, or "
                               "tiny-multilingual)")
-    synthetic = [name for name, path in models.items() if is_synthetic(path)]
+    recorded = (model_file(models["tuned"], BASE_FILE) or {}) if "tuned" in models and Path(models["tuned"]).is_dir() \
+        else {}
+    if recorded.get("family") and recorded["family"] != families["base"].name:
+        print(f"NOTE: the tuned model is a fine-tune of the {recorded['family']} model ({recorded.get('model')}), "
+              f"side A is the {families['base'].name} model: this compares families, not the fine-tune alone")
+    labels = side_labels(cfg, models)
+    setups = {labels[name]: (path, SETUP_OF[name](cfg)) for name, path in models.items()}
+    for name, path in models.items():  # a setting the family does not use (cfg_weight on Turbo): refused now
+        try:
+            families[name].check_settings(**SETUP_OF[name](cfg).stream(cfg.stream).generate_kwargs())
+        except ValueError as e:
+            raise EvaluationError(f"{labels[name]} ({path}): {e}") from None
+    synthetic = [labels[name] for name, path in models.items() if is_synthetic(path)]
     limit = cfg.max_sentences or None
     if len(synthetic) == len(models) and (limit is None or limit > PRESET_MAX_SENTENCES):
         limit = PRESET_MAX_SENTENCES
@@ -345,20 +365,26 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
     except (FileNotFoundError, ValueError, ImportError) as e:
         raise EvaluationError(f"ASR model: {e}") from None
     done = {row.key for row in read_results(run_dir) if row.ok}
+    sides = list(setups)
     todo = [(i, s, k, name) for i, s in enumerate(sentences) for k in range(cfg.samples_per_sentence)
-            for name in (list(models) if i % 2 == 0 else list(models)[::-1]) if (name, s.id, k) not in done]
-    loaded = {name: preloaded.tts.get(path) or load_checked(name, path, cfg)
-              for name, path in models.items()} if todo else {}
+            for name in (sides if i % 2 == 0 else sides[::-1]) if (name, s.id, k) not in done]
+    loaded = load_setups(setups, cfg, preloaded) if todo else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     asr, verifier, quality = load_scorers(asr_cfg, cfg, preloaded)
     reference_embedding = mean_embedding([verifier.reference_embedding(p) for p in references])
     originals = heldout_originals(models.get("tuned"))
     speaker = speaker_recordings(cfg, references, reference_origin, originals)
 
-    used = {name: asdict(stream_settings(cfg.stream, name in synthetic)) for name in models}
+    streams = {label: stream_settings(setup.stream(cfg.stream), label in synthetic)
+               for label, (_, setup) in setups.items()}
+    used = {label: settings_used(path, setup, families[name], streams[label], loaded.get(label))
+            for (name, path), (label, (_, setup)) in zip(models.items(), setups.items())}
+    if saved is not None and not loaded:  # nothing left to generate: the settings the samples were made with
+        used = saved.get("stream_used") or used
     info = {
         "config": asdict(cfg), "resume_key": config_for_resume(cfg, models), "environment": environment(cfg.device),
-        "models": {name: describe_model(path, name in synthetic) for name, path in models.items()},
+        "sides": sides,
+        "models": {labels[name]: describe_model(path, labels[name] in synthetic) for name, path in models.items()},
         "stream_used": used, "synthetic": bool(synthetic), "asr_model": f"{asr_cfg.backend}: {asr_cfg.model}",
         "similarity_model": verifier.name, "similarity_note": similarity_note(verifier.name),
         "quality_model": quality.name,
@@ -369,29 +395,28 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
         "asr_floor": asr_floor(asr, list(dict.fromkeys([*references, *speaker])), language, originals),
     }
     write_run_info(run_dir, info)
-    print(f"evaluation: {len(sentences)} sentences x {cfg.samples_per_sentence} samples, models "
-          f"{', '.join(f'{k}={v}' for k, v in models.items())}; reference {references[0]} ({reference_origin}); "
-          f"{len(done)} samples already done in {run_dir}")
+    print(f"evaluation: {len(sentences)} sentences x {cfg.samples_per_sentence} samples, "
+          f"{' vs '.join(f'{label} ({path})' for label, (path, _) in setups.items())}; reference {references[0]} "
+          f"({reference_origin}); {len(done)} samples already done in {run_dir}")
     if synthetic:
-        print(f"NOTE: {' and '.join(synthetic)}: SYNTHETIC weights (the tiny preset or a fine-tune of it) make no "
+        print(f"NOTE: {' and '.join(synthetic)}: SYNTHETIC weights (a preset or a fine-tune of one) make no "
               f"intelligible speech and never stop by themselves: "
               f"{min(cfg.stream.max_new_tokens, PRESET_MAX_TOKENS)} speech tokens per sample; "
               "the scores test the harness, not a voice")
 
-    # --- 2. warm up, then generate and score, the two models taking turns to go first
+    # --- 2. warm up, then generate and score, the two setups taking turns to go first
     for name, model in loaded.items():  # (setup_model's own warm-up is left out: the warm-up stream below is real)
-        model.prepare_conditionals(str(references[0]), exaggeration=cfg.stream.exaggeration)
-        (run_dir / "samples" / name).mkdir(parents=True, exist_ok=True)
+        model.prepare_conditionals(str(references[0]), exaggeration=streams[name].exaggeration)
+        (run_dir / "samples" / safe(name)).mkdir(parents=True, exist_ok=True)
     own = {name: SelfSimilarity(model.ve) for name, model in loaded.items()}
     own_reference = {name: mean_embedding([own[name].reference_embedding(p) for p in references]) for name in loaded}
     for name, model in loaded.items():  # the first stream of a process pays for allocations and caches
         print(f"{name}: one untimed warm-up stream")
         stream_sample(model, sentences[0].text, language if model.t3.cfg.is_multilingual else None, cfg.seed,
-                      stream_settings(cfg.stream, name in synthetic))
+                      streams[name])
     for i, sentence, k, name in tqdm(todo, desc="samples", unit="sample"):
-        row = run_sample(loaded[name], name, i, sentence, k, cfg, stream_settings(cfg.stream, name in synthetic),
-                         run_dir, asr, verifier, quality, reference_embedding, own[name], own_reference[name],
-                         language)
+        row = run_sample(loaded[name], name, i, sentence, k, cfg, streams[name], run_dir, asr, verifier, quality,
+                         reference_embedding, own[name], own_reference[name], language)
         append_result(run_dir, row)
     del loaded
     gc.collect()
@@ -488,13 +513,95 @@ def stream_settings(stream: StreamSettings, synthetic: bool) -> StreamSettings:
     return stream
 
 
-def load_checked(name: str, path: str, cfg: EvalConfig):
+def load_checked(name: str, path: str, cfg: EvalConfig, setup: Setup):
     """Load one model completely before anything is generated: a broken checkpoint fails here, in seconds, not
     after the other model's samples. Both models stay loaded, so their samples can take turns."""
     try:
-        return load_model(path, cfg)
+        return load_model(path, cfg, setup)
     except Exception as e:  # noqa: BLE001 - any loading failure is reported the same way, with its reason
-        raise EvaluationError(f"{name} model {path} cannot be loaded: {type(e).__name__}: {e}") from None
+        raise EvaluationError(f"{name}: model {path} cannot be loaded: {type(e).__name__}: {e}") from None
+
+
+def load_setups(setups: dict[str, tuple[str, Setup]], cfg: EvalConfig, preloaded: Preloaded) -> dict[str, Any]:
+    """label -> loaded model. Two sides with the same model and precisions share one (they differ only in stream
+    settings, which each call passes); a preloaded model serves a float32 side."""
+    loaded, by_source = {}, {}
+    for side, (label, (path, setup)) in zip("AB", setups.items()):
+        key = (path, setup.t3_dtype, setup.s3gen_dtype)
+        if key not in by_source:
+            plain = (setup.t3_dtype, setup.s3gen_dtype) == ("float32", "float32")
+            by_source[key] = (preloaded.tts.get(path) if plain else None) or \
+                load_checked(f"side {side} ({label})", path, cfg, setup)
+        loaded[label] = by_source[key]
+    return loaded
+
+
+def settings_used(path: str, setup: Setup, family: Family, stream: StreamSettings, model=None) -> dict:
+    """Everything that decides a side's samples: its model, family and precisions, and every stream and sampling
+    setting as the model resolves them (the family's defaults filled in); without a loaded model, what was set."""
+    out = {"model": path, "family": family.name, "t3_dtype": setup.t3_dtype, "s3gen_dtype": setup.s3gen_dtype}
+    if model is None:
+        return {**out, **asdict(stream)}
+    streaming, sampling = model.stream_settings(**stream.generate_kwargs())
+    emotion = "exaggeration" not in family.unused
+    resolved = {**asdict(streaming), **asdict(sampling),
+                "exaggeration": model._exaggeration(stream.exaggeration) if emotion else "none (no emotion input)"}
+    if resolved.get("prompt_tokens") is None:
+        resolved["prompt_tokens"] = "all"
+    return {**out, **resolved}
+
+
+def side_family(path: str, cfg: EvalConfig) -> Family:
+    """The family a side's model belongs to, before it loads (an adapter: its base's)."""
+    if is_adapter(path):
+        recorded = (model_file(path, BASE_FILE) or {}).get("family")
+        if recorded in FAMILIES:
+            return family_named(recorded)
+    return family_for(path, cfg.multilingual or path == "tiny-multilingual")
+
+
+def side_labels(cfg: EvalConfig, models: dict[str, str]) -> dict[str, str]:
+    """'base'/'tuned' (the two model paths) -> each side's name in the report and the samples' folders: the
+    labels given, else 'base' and 'tuned' when B is a training output or the sides are alike, else the models'
+    names when they differ, else the settings that differ ('t3_dtype=float32' vs 't3_dtype=int8')."""
+    given = {"base": cfg.a.label, "tuned": cfg.b.label}
+    if len(models) == 1:
+        return {"base": given["base"] or "base"}
+    auto = _auto_labels(cfg, models["base"], models["tuned"])
+    labels = {name: given[name] or auto[name] for name in models}
+    if labels["base"] == labels["tuned"]:
+        raise EvaluationError(f"both sides are labelled {labels['base']!r}: give them different labels "
+                              "(--a.label, --b.label)")
+    return labels
+
+
+def _auto_labels(cfg: EvalConfig, a: str, b: str) -> dict[str, str]:
+    sa, sb = ({k: v for k, v in asdict(s).items() if k != "label"} for s in (cfg.a, cfg.b))
+    trained = Path(b).is_dir() and (Path(b) / BASE_FILE).is_file()
+    if trained or (a == b and sa == sb):
+        return {"base": "base", "tuned": "tuned"}
+    if a != b:
+        na, nb = _short_name(a), _short_name(b)
+        return {"base": na, "tuned": nb} if na != nb else {"base": f"A-{na}", "tuned": f"B-{nb}"}
+    differ = [k for k in sa if sa[k] != sb[k]]
+
+    def shown(setup: dict) -> str:
+        parts = []
+        for k in differ:
+            value = setup[k] if setup[k] is not None else getattr(cfg.stream, k, None)
+            parts.append(f"{k}={'default' if value is None else 'all' if k == 'prompt_tokens' and value == 0 else value}")
+        return ", ".join(parts)
+
+    return {"base": shown(sa), "tuned": shown(sb)}
+
+
+def _short_name(path: str) -> str:
+    """A model's name for a label: a preset's, a repo's, a folder's (a run's adapter/ or merged/ with its run)."""
+    if path in PRESETS:
+        return path
+    p = Path(path)
+    name = f"{p.parent.name}-{p.name}" if p.name in ("adapter", "merged") or p.name.startswith("step-") else p.name
+    return safe(name or path)
 
 
 def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: EvalConfig, stream: StreamSettings,
@@ -513,7 +620,7 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
             raise ValueError("empty audio: the model produced no speech tokens")
         if not np.isfinite(audio).all():
             raise ValueError("non-finite audio (NaN or inf samples)")
-        wav = Path("samples") / name / f"{safe(sentence.id)}_s{k}.wav"
+        wav = Path("samples") / safe(name) / f"{safe(sentence.id)}_s{k}.wav"
         sf.write(run_dir / wav, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
         row.wav = str(wav)
         row.hypothesis = asr.transcribe(audio, SAMPLE_RATE)
@@ -536,35 +643,26 @@ def run_sample(model, name: str, index: int, sentence: Sentence, k: int, cfg: Ev
     return row
 
 
-def load_model(path: str, cfg: EvalConfig):
+def load_model(path: str, cfg: EvalConfig, setup: Setup | None = None):
+    setup = setup or Setup()
     multilingual = cfg.multilingual or path == "tiny-multilingual"
-    return load_chatterbox(path, multilingual, cfg.device)
-
-
-def speaks_only_english(path: str, cfg: EvalConfig) -> bool:
-    """Known to be the English model: the English preset, an official English folder, or an adapter trained on
-    one (anything else is left to the loader)."""
-    if cfg.multilingual or path == "tiny-multilingual":
-        return False
-    if path == "tiny" or (Path(path) / ENGLISH_T3_FILE).is_file():
-        return True
-    return is_adapter(path) and (model_file(path, BASE_FILE) or {}).get("family") == "english"
+    return load_chatterbox(path, multilingual, cfg.device, t3_dtype=setup.t3_dtype, s3gen_dtype=setup.s3gen_dtype)
 
 
 def is_synthetic(path: str) -> bool:
-    """A preset, or a folder made from one (e.g. a LoRA fine-tune of the tiny preset): its T3 has the preset's
+    """A preset, or a folder made from one (e.g. a LoRA fine-tune of the tiny preset): its T3 has a preset's
     toy configuration, written beside the weights as t3_config.json."""
     if path in PRESETS:
         return True
     if is_adapter(path):
         return on_synthetic_base(model_file(path, BASE_FILE) or {})
     saved = model_file(path, T3_CONFIG_FILE)
-    return saved is not None and any(saved == json.loads(json.dumps(asdict(T3Config.tiny(m)))) for m in (False, True))
+    return saved is not None and any(saved == json.loads(json.dumps(asdict(f.tiny_t3))) for f in FAMILIES.values())
 
 
 def describe_model(path: str, synthetic: bool) -> str:
     if synthetic:
-        return (f"{path}: SYNTHETIC random weights (the tiny preset{'' if path in PRESETS else ', fine-tuned'}), "
+        return (f"{path}: SYNTHETIC random weights (a preset{'' if path in PRESETS else ', fine-tuned'}), "
                 "produces no intelligible speech; its scores test the harness, not a voice")
     return path
 

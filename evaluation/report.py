@@ -51,6 +51,7 @@ RUN_INFO_FILE = "run_info.json"
 RunInfo = json_object(  # the fields of run_info.json that resume and the reports read
     "RunInfo", config=json_object("Config", stream=dict), models=dict[str, str], environment=dict,
     resume_key=json_object("ResumeKey", resolved_models=dict[str, str]), stream_used=dict[str, dict], synthetic=bool,
+    sides=list[str],
     reference_audio=list[str], similarity_ceiling=dict[str, float] | None, asr_floor=dict[str, float] | None,
     sentences=int)
 PLOTS_DIR = "plots"
@@ -622,20 +623,30 @@ def _design_text(rows: Sequence[SampleResult], sentences: int, info: dict) -> st
             "two-sided sign-flip permutation test over sentences (exact up to "
             f"{stats.EXACT_MAX_PAIRS} sentences). The sentence is the unit because samples of one sentence are "
             f"not independent. Machine: {env.get('hardware', 'not recorded')}; {load}. The models took turns to go "
-            "first (by sentence) after one untimed warm-up stream each.")
+            "first (by sentence) after one untimed warm-up stream each. Latency figures (time to first audio, "
+            "real-time factor, underruns) compare fairly here because both sides ran on the same machine in the "
+            "same run; against another run's, only on the same machine under the same load.")
 
 
 def _settings_section(rows: Sequence[SampleResult], info: dict, models: Sequence[str]) -> list[Block]:
-    """The streaming settings each model's samples really used, and the samples cut by the token cap."""
+    """Each side's full settings as its samples used them (model, family, precisions, every stream and sampling
+    setting with the family's defaults filled in), the settings that differ first; and the samples cut by the
+    token cap."""
     used = info.get("stream_used") or {}
     configured = (info.get("config") or {}).get("stream") or {}
     if not used and not configured:
         return []
-    keys = list(configured or next(iter(used.values())))
-    body = [[k, _plain(configured.get(k, "–")), *(_plain((used.get(m) or {}).get(k, "–")) for m in models)]
-            for k in keys]
+    keys = list(dict.fromkeys([*(k for m in models for k in (used.get(m) or {})), *configured]))
+    values = {k: [_plain((used.get(m) or {}).get(k, "–")) for m in models] for k in keys}
+    differ = [k for k in keys if len(set(values[k])) > 1]
+    body = [[Strong(k) if k in differ else k, "" if configured.get(k) is None else _plain(configured[k]),
+             *values[k]] for k in [*differ, *(k for k in keys if k not in differ)]]
     out: list[Block] = [Heading("Settings used"),
-                        _table(["setting", "configured", *(f"used by {m}" for m in models)], body)]
+                        _table(["setting", "[evaluation.stream]", *(f"used by {m}" for m in models)], body)]
+    if len(models) == 2:
+        out.append(_para(f"Settings in bold differ between {models[0]} and {models[1]} ("
+                         + (", ".join(differ) if differ else "none") + "). Empty [evaluation.stream] cells are "
+                         "the family's default, filled in per side."))
     for m in models:
         mine = [r for r in rows if r.model == m]
         capped = sum(r.token_cap for r in mine)
@@ -823,10 +834,11 @@ def write_report(run_dir: Path, rows: Sequence[SampleResult], info: dict) -> tup
     """Write `report.md`, `report.html` and `plots/*.png` into `run_dir` (where the rows' WAV paths start)."""
     run_dir = Path(run_dir)
     rows = list(rows)
-    models = stats.model_order(r.model for r in rows)
-    summaries = stats.summarize(rows, [m.name for m in METRICS])
+    sides = info.get("sides") or ["base", "tuned"]  # A, then B (runs before sides were named: base, tuned)
+    models = stats.model_order((r.model for r in rows), sides)
+    summaries = stats.summarize(rows, [m.name for m in METRICS], sides=sides)
     asr, sim = info.get("asr_model", "unknown"), info.get("similarity_model", "unknown")
-    pairs = [("base", "tuned")] if {"base", "tuned"} <= set(models) else []
+    pairs = [(sides[0], sides[1])] if len(sides) == 2 and set(sides) <= set(models) else []
     title = f"Chatterbox evaluation: {run_dir.resolve().name}"
 
     blocks: list[Block] = [Heading(title, 1)]
@@ -935,6 +947,11 @@ def compare(run_a: Path, run_b: Path, out_dir: Path) -> tuple[Path, Path]:
                           "" if info else f"no {RUN_INFO_FILE}"])
     blocks += [Heading("Runs"), _table(["run", "folder", "samples", "synthetic", "ASR", "similarity", "note"],
                                        run_table)]
+    machines = [str((info.get("environment") or {}).get("hardware", "not recorded")) for info in (info_a, info_b)]
+    latency = (f"Latency figures of two runs compare fairly only when both ran on the same machine under the same "
+               f"load: run A ran on {machines[0]}, run B on {machines[1]}.")
+    blocks.append(Alert(latency + " These differ: compare their latency with care, or not at all.")
+                  if machines[0] != machines[1] else _para(latency))
     model_rows = [[label, str((runs[tag][2].get("models") or {}).get(model, "–"))]
                   for label, (tag, model) in labels.items()]
     blocks += [Heading("Models"), _table(["model", "description"], model_rows)]

@@ -265,19 +265,20 @@ def metric_value(row: SampleResult, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def model_order(models: Iterable[str]) -> list[str]:
-    """"base" first, then "tuned", then the rest sorted: the order every table and plot uses."""
-    rank = {"base": 0, "tuned": 1}
-    return sorted(set(models), key=lambda m: (rank.get(m, 2), m))
+def model_order(models: Iterable[str], sides: Sequence[str] = ("base", "tuned")) -> list[str]:
+    """The run's sides in their order (A, then B; "base" and "tuned" by default), then the rest sorted: the order
+    every table and plot uses."""
+    rank = {side: i for i, side in enumerate(sides)}
+    return sorted(set(models), key=lambda m: (rank.get(m, len(rank)), m))
 
 
 def summarize(rows: Iterable[SampleResult], metric_names: Sequence[str], seed: int = 0,
-              n_boot: int = N_BOOT) -> dict[str, ModelSummary]:
+              n_boot: int = N_BOOT, sides: Sequence[str] = ("base", "tuned")) -> dict[str, ModelSummary]:
     """Per model: ok/failed counts and a Summary per metric over the successful samples only (CI over
     sentences)."""
     rows = list(rows)
     out: dict[str, ModelSummary] = {}
-    for model in model_order(r.model for r in rows):
+    for model in model_order((r.model for r in rows), sides):
         mine = [r for r in rows if r.model == model]
         ok = [r for r in mine if r.ok]
         sentences = [r.sentence_id for r in ok]

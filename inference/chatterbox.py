@@ -349,15 +349,6 @@ CLASSES = {cls.FAMILY.name: cls for cls in (ChatterboxTTS, ChatterboxMultilingua
                                             ChatterboxNanoTTS)}
 
 
-def refuse_gpt2(model: str | Path | Chatterbox, what: str, multilingual: bool = False) -> None:
-    """The commands not yet built for Turbo and Nano say so at once, before any work: given a source, the family
-    is read from its name or files, nothing is loaded."""
-    family = model.FAMILY if isinstance(model, Chatterbox) else loading.family_for(model, multilingual)
-    if family.t3.is_gpt2:
-        raise ValueError(f"{what} takes the English and multilingual models for now, not {family.name}; "
-                         "synthesise with python -m inference.tts or the Python API")
-
-
 def load_chatterbox(model: str | Path, multilingual: bool = False, device: str | torch.device = "cpu",
                     adapter: str | Path | None = None, t3_dtype: str = "float32",
                     s3gen_dtype: str = "float32", family: str | None = None,

@@ -30,15 +30,16 @@ SAMPLE_CLIP = SAMPLE / "sample_001.flac"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def preloaded(english, whisper_base, similarity, dnsmos):
-    """`main` runs `evaluate` with the session's models; the tiny preset gets its own voice back afterwards, for
-    the other modules that share it."""
-    conds = english.conds
-    models = recipe.Preloaded(tts={"tiny": english}, asr=whisper_base, similarity=similarity, quality=dnsmos)
+def preloaded(english, turbo, whisper_base, similarity, dnsmos):
+    """`main` runs `evaluate` with the session's models; the presets get their own voices back afterwards, for
+    the other modules that share them."""
+    conds = english.conds, turbo.conds
+    models = recipe.Preloaded(tts={"tiny": english, "tiny-turbo": turbo}, asr=whisper_base, similarity=similarity,
+                              quality=dnsmos)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(recipe, "evaluate", functools.partial(recipe.evaluate, preloaded=models))
         yield models
-    english.conds = conds
+    english.conds, turbo.conds = conds
 
 
 def write_config(path: Path, **evaluation) -> Path:
@@ -73,7 +74,11 @@ def fast(tmp_path: Path, **extra) -> dict:
     ({"max_sentences": '"many"'}, "max_sentences"),
     ({"stream.strategy": '"psychic"'}, "stream.strategy must be one of"),
     ({"asr.model": '"/no/whisper"'}, "ASR model"),
-    ({"language": '"fr"'}, "the base model is the English Chatterbox"),
+    ({"language": '"fr"'}, "the base (english) model speaks English only"),
+    ({"language": '"fr"', "tuned_model_path": '"tiny-nano"', "base_model_path": '"tiny-multilingual"'},
+     "the tuned (nano) model speaks English only"),
+    ({"b.t3_dtype": '"float8"'}, "t3_dtype must be one of"),
+    ({"stream.min_p": 0.1, "base_model_path": '"tiny-turbo"'}, "min_p=0.1 does not apply to the turbo model"),
     ({"language": '"fr"', "base_model_path": '"tiny-multilingual"', "asr.model": '"tiny.en-bundled"'},
      "--asr.model"),  # an English-only Whisper: the flag to change is named
 ])
@@ -196,7 +201,7 @@ def test_changed_configuration_does_not_reuse_the_folder(finished_run, capsys):
                            **fast(run.parent, tuned_model_path='"tiny"', **{"stream.temperature": 0.5}))
     assert recipe.main(["--config", str(changed)]) == 2
     err = capsys.readouterr().err
-    assert "stream.temperature: run has 0.8, given 0.5" in err and "other settings" in err
+    assert "stream.temperature: run has None, given 0.5" in err and "other settings" in err
     assert recipe.main(["--output-dir", str(run), "--stream.chunk-size", "7", "max_sentences=3"]) == 2
     err = capsys.readouterr().err
     assert "max_sentences: run has 2, given 3" in err and "stream.chunk_size: run has 10, given 7" in err
@@ -224,7 +229,7 @@ def test_a_broken_tuned_model_fails_before_any_sample(tmp_path, capsys):
     (broken / "t3_cfg.safetensors").write_bytes(b"not a checkpoint")
     config = write_config(tmp_path / "config.toml", **fast(tmp_path, tuned_model_path=f'"{broken}"'))
     assert recipe.main(["--config", str(config)]) == 2
-    assert f"tuned model {broken} cannot be loaded" in capsys.readouterr().err
+    assert f"side B (broken): model {broken} cannot be loaded" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing generated, nothing written
 
 
@@ -369,3 +374,53 @@ def test_same_speaker_ceiling_and_asr_floor(whisper_base, similarity, tmp_path):
     floor = recipe.asr_floor(whisper_base, sorted(tmp_path.glob("*.flac")), "en")
     assert floor["n"] == 2 and 0 <= floor["wer"] < WER_BOUND
     assert recipe.asr_floor(whisper_base, [tmp_path / CLIPS[2]], "en") is None
+
+
+# ------------------------------------------------------------------------------------------ any two setups
+
+def test_two_setups_of_one_model_report_their_full_settings(tmp_path, capsys):
+    """Is int8 with a shorter voice prompt as good as float32 with the longer one? One Turbo model, two setups:
+    the sides are named by what differs, each is loaded and streamed with its own settings, and the report's
+    settings table shows both sides' full settings, the differing ones first."""
+    config = write_config(tmp_path / "config.toml", **fast(
+        tmp_path, base_model_path='"tiny-turbo"', tuned_model_path='"tiny-turbo"', **{
+            "b.t3_dtype": '"int8"', "b.prompt_tokens": 10}))
+    assert recipe.main(["--config", str(config)]) == 0
+    a, b = "t3_dtype=float32, prompt_tokens=25", "t3_dtype=int8, prompt_tokens=10"
+    rows = read_results(tmp_path / "run")
+    assert {r.model for r in rows} == {a, b} and all(r.ok for r in rows) and len(rows) == 4
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"## Is {b} better than {a}?" in report
+    settings = report[report.index("## Settings used"):report.index("## Per sentence")]
+    lines = settings.splitlines()
+    assert lines[4:6] == ["| **t3_dtype** |  | float32 | int8 |", "| **prompt_tokens** | 25 | 25 | 10 |"]
+    for shared in ("| family |  | turbo | turbo |", "| top_k |  | 1000 | 1000 |", "| top_p |  | 0.95 | 0.95 |",
+                   "| exaggeration |  | none (no emotion input) | none (no emotion input) |",
+                   "| model |  | tiny-turbo | tiny-turbo |"):
+        assert shared in settings, shared
+    assert "Settings in bold differ between " + a + " and " + b + " (t3_dtype, prompt_tokens)" in settings
+    assert "both sides ran on the same machine in the same run" in report
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["sides"] == [a, b]
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == sorted(recipe.safe(x) for x in (a, b))
+
+
+def test_sides_are_named_by_what_differs(tmp_path):
+    cfg = load_config(EvalConfig, "evaluation", None, [])
+    trained = tmp_path / "run" / "adapter"
+    trained.mkdir(parents=True)
+    (trained / "chatterbox_base.json").write_text("{}")
+    assert recipe.side_labels(cfg, {"base": "tiny"}) == {"base": "base"}
+    assert recipe.side_labels(cfg, {"base": "tiny", "tuned": "tiny"}) == {"base": "base", "tuned": "tuned"}
+    assert recipe.side_labels(cfg, {"base": "tiny-turbo", "tuned": str(trained)}) == {"base": "base", "tuned": "tuned"}
+    assert recipe.side_labels(cfg, {"base": "tiny", "tuned": "tiny-turbo"}) == {"base": "tiny", "tuned": "tiny-turbo"}
+    assert recipe.side_labels(cfg, {"base": "ResembleAI/chatterbox", "tuned": "ResembleAI/chatterbox-turbo"}) == \
+        {"base": "chatterbox", "tuned": "chatterbox-turbo"}
+    fast_prompt = load_config(EvalConfig, "evaluation", None, ["a.prompt_tokens=0", "b.prompt_tokens=75"])
+    assert recipe.side_labels(fast_prompt, {"base": "tiny-nano", "tuned": "tiny-nano"}) == \
+        {"base": "prompt_tokens=all", "tuned": "prompt_tokens=75"}
+    named = load_config(EvalConfig, "evaluation", None, ["a.label=nano", "b.label=turbo"])
+    assert recipe.side_labels(named, {"base": "tiny-nano", "tuned": "tiny-turbo"}) == {"base": "nano", "tuned": "turbo"}
+    same = load_config(EvalConfig, "evaluation", None, ["a.label=x", "b.label=x"])
+    with pytest.raises(recipe.EvaluationError, match="both sides are labelled 'x'"):
+        recipe.side_labels(same, {"base": "tiny", "tuned": "tiny-turbo"})

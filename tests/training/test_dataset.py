@@ -137,10 +137,11 @@ def test_prompt_tokens_match_the_inference_prompt(built, english):
 
 def test_prompt_shortcut_only_for_whole_clips(english):
     tok = english.s3gen.tokenizer
-    assert _prompt_is_whole_clip(tok, 6 * 16000, 150)
-    assert not _prompt_is_whole_clip(tok, 6 * 16000 + 1, 150)
-    assert not _prompt_is_whole_clip(tok, 3 * 16000, 50)  # 75 tokens > max_len 50: the prompt is cut
-    assert not _prompt_is_whole_clip(lambda *a, **k: None, 16000, 150)  # unknown tokenizer: no shortcut
+    assert _prompt_is_whole_clip(tok, 6 * 16000, 150, 6)
+    assert not _prompt_is_whole_clip(tok, 6 * 16000 + 1, 150, 6)
+    assert _prompt_is_whole_clip(tok, 6 * 16000 + 1, 375, 15)  # Turbo's 15 s window
+    assert not _prompt_is_whole_clip(tok, 3 * 16000, 50, 6)  # 75 tokens > max_len 50: the prompt is cut
+    assert not _prompt_is_whole_clip(lambda *a, **k: None, 16000, 150, 6)  # unknown tokenizer: no shortcut
 
 
 def test_bad_clips_are_dropped_with_a_logged_reason(built, corpus):
@@ -238,7 +239,8 @@ class _CountingTokenizer:
 
 def test_few_clips_give_an_empty_validation_split_that_caches(corpus, english, tmp_path):
     tokenizer = _CountingTokenizer()
-    model = SimpleNamespace(t3=english.t3, text_tokens=english.text_tokens, s3gen=SimpleNamespace(tokenizer=tokenizer),
+    model = SimpleNamespace(t3=english.t3, FAMILY=english.FAMILY, text_tokens=english.text_tokens,
+                            s3gen=SimpleNamespace(tokenizer=tokenizer),
                             ve=SimpleNamespace(embed_speaker=lambda wavs, sr: torch.ones(1, 256)))
     clips = corpus.clips[:2]  # two clips: both train (each conditions on the other), none left to validate
     first = build_dataset(clips, corpus.transcripts, model, tmp_path, model_id=MODEL_ID)
