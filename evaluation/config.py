@@ -11,62 +11,63 @@ from .similarity import SimilarityConfig
 
 
 @dataclass
-class StreamSettings:
-    """Passed to `generate_stream` for every sample of both setups (see inference/streaming.py); allowed values:
-    inference/models/limits.py. None (\"\" in config.toml) takes each model family's default, so one table serves
-    an English and a Turbo setup alike (Turbo refuses cfg_weight, min_p and exaggeration; the others top_k)."""
+class Decoding:
+    """The settings each model family defaults differently; None (\"\" in config.toml) takes the family's, so one
+    table serves an English and a Turbo setup alike (Turbo refuses cfg_weight, min_p and exaggeration; the others
+    top_k). Allowed values: inference/models/limits.py."""
+
+    prompt_tokens: int | None = None  # voice-prompt tokens decoded with each chunk; 0: all
+    cfg_weight: float | None = None
+    temperature: float | None = None
+    exaggeration: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def given(self, *leave_out: str) -> dict:
+        """The settings set (not None), as `generate_stream` takes them (prompt_tokens 0: the whole prompt)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in leave_out}
+
+    def check(self, where: str) -> None:
+        check_limits({**self.given(), "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}, where)
+
+
+@dataclass
+class StreamSettings(Decoding):
+    """Passed to `generate_stream` for every sample of both setups (see inference/streaming.py)."""
 
     chunk_size: int = 25  # speech tokens per chunk (25 = 1 s of audio)
     strategy: str = "incremental"  # incremental | window
     context_window: int = 50  # window strategy only
-    prompt_tokens: int | None = None  # voice-prompt tokens decoded with each chunk; 0: all; None: the family's
-    cfg_weight: float | None = None
-    temperature: float | None = None
-    exaggeration: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
     max_new_tokens: int = 400  # per sentence (16 s); the presets, which never stop, get 50
 
     def __post_init__(self) -> None:
-        check_limits({**self.generate_kwargs(), "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}, "stream.")
+        self.check("stream.")
 
     def generate_kwargs(self) -> dict:
-        """The settings given, as `generate_stream` takes them (prompt_tokens 0 asks for the whole prompt)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return self.given()
 
 
 @dataclass
-class Setup:
+class Setup(Decoding):
     """One side of the comparison beside its model (side A: base_model_path, side B: tuned_model_path): what the
-    report calls it, how the model runs, and the stream settings where they differ from [evaluation.stream]."""
+    report calls it, how the model runs, and the stream settings where they differ from [evaluation.stream]
+    (None: [evaluation.stream]'s)."""
 
     label: str = ""  # the side's name in the report; "": from what differs (see evaluate.side_labels)
     t3_dtype: str = "float32"  # float32 | bfloat16 | float16 | int8 (CPU)
     s3gen_dtype: str = "float32"  # float32 | bfloat16
-    chunk_size: int | None = None  # None (""): [evaluation.stream]'s
-    prompt_tokens: int | None = None
-    cfg_weight: float | None = None
-    temperature: float | None = None
-    exaggeration: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        check_limits({**self.overrides(), "prompt_tokens": prompt_tokens_setting(self.prompt_tokens)}, "")
+        self.check("")
         check_dtypes(self.t3_dtype, self.s3gen_dtype)
         if any(c in self.label for c in "/\\") or self.label.startswith("."):
             raise ValueError(f"label {self.label!r}: a name without slashes (it names the samples' folder)")
 
-    def overrides(self) -> dict:
-        """The stream settings this side sets itself."""
-        return {k: v for k, v in asdict(self).items() if k not in ("label", "t3_dtype", "s3gen_dtype") and v is not None}
-
     def stream(self, shared: StreamSettings) -> StreamSettings:
-        return replace(shared, **self.overrides())
+        return replace(shared, **self.given("label", "t3_dtype", "s3gen_dtype"))
 
 
 @dataclass

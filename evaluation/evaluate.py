@@ -1,7 +1,10 @@
-"""Is the fine-tuned voice better than the base model, and is it still fast? Base vs tuned, same sentences, same seeds.
+"""Is the fine-tuned voice better than the base model, and is it still fast? Or any setup against another: two sides
+(a model of any family plus its precisions and stream settings), same sentences, same seeds.
 
     python -m evaluation                                              # [evaluation] of config.toml
     python -m evaluation --tuned-model-path checkpoints_dir/<run>/merged
+    python -m evaluation --base-model-path tiny --tuned-model-path tiny-turbo         # the original vs Turbo
+    python -m evaluation --base-model-path M --tuned-model-path M --b.t3-dtype int8   # float32 vs int8
     python -m evaluation --tuned-model-path latest --samples-per-sentence 3 --output-dir evaluation_runs/mine
     python -m evaluation --resume                                     # continue the newest (interrupted) run
     python -m evaluation --compare evaluation_runs/a evaluation_runs/b   # two finished runs, nothing regenerated
@@ -583,7 +586,8 @@ def _auto_labels(cfg: EvalConfig, a: str, b: str) -> dict[str, str]:
     if a != b:
         na, nb = _short_name(a), _short_name(b)
         return {"base": na, "tuned": nb} if na != nb else {"base": f"A-{na}", "tuned": f"B-{nb}"}
-    differ = [k for k in sa if sa[k] != sb[k]]
+    differ = [k for k in ("t3_dtype", "s3gen_dtype", *sa) if sa[k] != sb[k]]
+    differ = list(dict.fromkeys(differ))
 
     def shown(setup: dict) -> str:
         parts = []

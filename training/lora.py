@@ -2,6 +2,7 @@
 
     python -m training.lora                                   # config.toml [training]: shipped sample, tiny preset
     python -m training.lora --model /path/to/official/weights --epochs 3 --lora.rank 32
+    python -m training.lora --model ResembleAI/chatterbox-turbo       # Turbo or Nano: LoRA on GPT-2's c_attn, c_proj, c_fc
     python -m training.lora --resume                          # continue the newest run from its last checkpoint
     torchrun --nproc_per_node 2 -m training.lora --model ...          # two GPUs (--device cpu: two CPU processes)
 
