@@ -139,6 +139,8 @@ def run_in_subprocess(args, family: str, precision: str, checkpointing: bool) ->
            "--device", args.device, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--seconds", str(args.seconds)] + (["--threads", str(args.threads)] if args.threads else [])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+    if proc.returncode == -9:  # the kernel's OOM killer: a result of its own (this machine cannot train it so)
+        return {"model": family, "precision": precision, "checkpointing": checkpointing, "killed": True}
     if proc.returncode != 0:
         raise SystemExit(f"configuration {precision}/{checkpointing} failed (exit {proc.returncode}):\n{proc.stdout}")
     for line in proc.stdout.splitlines():
@@ -199,27 +201,37 @@ def main(argv=None) -> None:
                 else:
                     r = run_in_subprocess(args, family, precision, ckpt)
                 results.append(r)
-                print(f"  {family} {precision} checkpointing {'on' if ckpt else 'off'}: "
-                      f"{r['seconds'] / r['steps']:.2f} s/step, peak {r['peak_bytes'] / GB:.2f} GB", flush=True)
+                print(f"  {family} {precision} checkpointing {'on' if ckpt else 'off'}: " + (
+                    "killed (out of memory)" if r.get("killed") else
+                    f"{r['seconds'] / r['steps']:.2f} s/step, peak {r['peak_bytes'] / GB:.2f} GB"), flush=True)
 
     gpu = on_gpu(args.device)
     mem = "peak allocated / reserved GB" if gpu else "peak RSS GB"
     table = ["", f"| model | precision | checkpointing | s/step | x original | tokens/s | {mem} | last loss |",
              "|---|---|---|---|---|---|---|---|"]
     original = {(r["precision"], r["checkpointing"]): r["seconds"] / r["steps"] for r in results
-                if r["model"] == "english"}
+                if r["model"] == "english" and not r.get("killed")}
     for r in results:
+        if r.get("killed"):
+            table.append(f"| {r['model']} | {r['precision']} | {'on' if r['checkpointing'] else 'off'} | killed: out of "
+                         f"memory ({os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GB:.0f} GB machine) "
+                         "| | | | |")
+            continue
         per = r["seconds"] / r["steps"]
         tokens = args.batch_size * (round(25 * args.seconds) + 2 + r["text"])  # the tokens the loss reads
         peak = (f"{r['peak_bytes'] / GB:.2f} / {r['peak_reserved_bytes'] / GB:.2f}" if gpu
                 else f"{r['peak_bytes'] / GB:.2f}")
         table.append(f"| {r['model']} | {r['precision']} | {'on' if r['checkpointing'] else 'off'} | {per:.2f} | "
                      f"{per / original[(r['precision'], r['checkpointing'])]:.2f} | {tokens / per:.0f} | {peak} | "
+                     if (r["precision"], r["checkpointing"]) in original else
+                     f"– | {tokens / per:.0f} | {peak} | "
                      f"{r['loss']:.3f} |")
     first = results[0]
     table.append("")
     for family in families:
-        r = next(r for r in results if r["model"] == family)
+        r = next((r for r in results if r["model"] == family and not r.get("killed")), None)
+        if r is None:
+            continue
         table.append(f"- {family}: trainable parameters {r['trainable']:,} of {r['parameters']:,}; voice prompt "
                      f"{r['prompt']} tokens")
     if gpu:
