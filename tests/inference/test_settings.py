@@ -94,10 +94,15 @@ def test_missing_config_file(tmp_path):
 
 
 def test_one_default_model_for_every_command():
+    from evaluation.evaluate import trained_from
+
     for _, cls, section, _ in COMMANDS.values():
-        key = "base_model_path" if cls is EvalConfig else "model"
-        assert getattr(cls(), key) == "tiny", section
-        assert getattr(load_config(cls, section, PROJECT_ROOT / "config.toml"), key) == "tiny", section
+        if cls is EvalConfig:  # side A left empty: the tuned model's base, and without one the same preset
+            assert cls().base_model_path == load_config(cls, section, PROJECT_ROOT / "config.toml").base_model_path == ""
+            assert trained_from(None) == "tiny"
+            continue
+        assert cls().model == "tiny", section
+        assert load_config(cls, section, PROJECT_ROOT / "config.toml").model == "tiny", section
 
 
 # --- the command line of every command ---------------------------------------------------------------------
@@ -252,9 +257,11 @@ def test_zero_prompt_tokens_in_a_config_file_means_the_whole_prompt():
     assert "prompt_tokens" not in ServerConfig().stream_settings()  # unset: the model family's
     assert ServerConfig(prompt_tokens=0).stream_settings()["prompt_tokens"] == 0  # the whole prompt, any family
     assert ServerConfig(prompt_tokens=75).stream_settings()["prompt_tokens"] == 75
-    assert StreamSettings().generate_kwargs()["prompt_tokens"] is None
-    kwargs = StreamSettings(prompt_tokens=25).generate_kwargs()
-    assert kwargs["prompt_tokens"] == 25 and set(kwargs) == {f.name for f in dataclasses.fields(StreamSettings)}
+    assert "prompt_tokens" not in StreamSettings().generate_kwargs()  # evaluation too: unset is the family's
+    assert StreamSettings(prompt_tokens=0).generate_kwargs()["prompt_tokens"] == 0  # the whole prompt
+    kwargs = StreamSettings(prompt_tokens=25, temperature=0.7).generate_kwargs()
+    assert kwargs == {"prompt_tokens": 25, "temperature": 0.7, "chunk_size": 25, "strategy": "incremental",
+                      "context_window": 50, "max_new_tokens": 400}
     with pytest.raises(ValueError, match="prompt_tokens"):
         StreamConfig(prompt_tokens=0)  # in Python, None says "the whole prompt"
 

@@ -229,20 +229,6 @@ def test_reduced_precision_on_the_gpt2_t3_and_meanflow_s3gen(turbo):
     assert wav.shape[1] <= (6 + 3) * TOKEN_SAMPLES and not torch.equal(wav[:, :full.shape[1]], full[:, :wav.shape[1]])
 
 
-@pytest.mark.parametrize("command", ["training.lora", "evaluation"])
-def test_commands_not_built_for_turbo_yet_say_so_at_once(command, tmp_path, capsys):
-    """Fine-tuning and evaluating Turbo/Nano come next; until then each command refuses before loading anything
-    (run in this process: its main() is what `python -m` calls). The server serves them (test_server_turbo.py)."""
-    import importlib
-
-    args = {"training.lora": ["--model", "tiny-turbo", "--output-dir", str(tmp_path), "--run", "x"],
-            "evaluation": ["--base-model-path", "tiny-turbo", "--output-dir", str(tmp_path)]}[command]
-    module = importlib.import_module("evaluation.evaluate" if command == "evaluation" else command)
-    assert module.main(args) == 2
-    assert "English and multilingual models for now, not turbo" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir()) or command == "training.lora"
-
-
 def test_nano_folder_is_recognised(turbo, tmp_path):
     from inference import ChatterboxNanoTTS
 
