@@ -74,7 +74,7 @@ def measure(args, family_name: str, precision_name: str, checkpointing: bool) ->
     from inference.families import family_named
     from inference.models.t3 import T3
     from inference.synthetic import fill_synthetic
-    from training.adapter import add_lora
+    from training.adapter import add_lora, enable_checkpointing
     from training.dataset import T3Collator
     from training.lora import (Precision, SpeechObjective, TrainConfig, make_scheduler, micro_batch_seed,
                                optimizer_step)
@@ -88,7 +88,7 @@ def measure(args, family_name: str, precision_name: str, checkpointing: bool) ->
     torch.manual_seed(cfg.seed)
     add_lora(t3, cfg.lora.for_backbone(t3, family.name))
     if checkpointing:
-        t3.tfmr.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(t3)
     t3.train()
     params = [p for p in t3.parameters() if p.requires_grad]
     precision = Precision(precision_name, dev.type)

@@ -67,7 +67,7 @@ from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
 from inference.settings import command_overrides, command_parser, config_from_dict, load_config
 
-from .adapter import LoraSettings, add_lora, model_card, write_model_card
+from .adapter import LoraSettings, add_lora, enable_checkpointing, model_card, write_model_card
 from .dataset import DatasetConfig, T3Collator, build_dataset
 from .ingest import Clip, IngestConfig, IngestReport, audio_files, ingest
 from .metrics import MetricsLogger
@@ -798,7 +798,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
         peft_model = add_lora(model.t3, cfg.lora, base["model"])
     t3 = model.t3  # peft injected its layers into this module in place
     if cfg.gradient_checkpointing:
-        t3.tfmr.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(t3)
     t3.train()
     params = [p for p in t3.parameters() if p.requires_grad]
     accelerator.print(f"LoRA rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g} on {', '.join(cfg.lora.targets)}: "

@@ -90,14 +90,16 @@ def audio(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bf16_run(audio, tmp_path_factory, turbo) -> Path:
-    """A short bf16 Turbo run, exported as adapter and merged model."""
+    """A short bf16 Turbo run with gradient checkpointing (GPT-2 T3 has no token table for transformers' input
+    hook), exported as adapter and merged model."""
     output = tmp_path_factory.mktemp("turbo-runs")
     model = ChatterboxTurboTTS(turbo.t3.__class__(turbo.t3.cfg, init_weights=False), turbo.s3gen, turbo.ve,
                                turbo.tokenizer, is_preset=True)
     model.t3.load_state_dict(turbo.t3.state_dict())
     cfg = TrainConfig(model="tiny-turbo", audio_dir=str(audio), output_dir=str(output), run="bf16", device="cpu",
                       epochs=3, batch_size=2, lr=5e-3, warmup_steps=1, save_every=0, plot_every_seconds=0,
-                      mixed_precision="bf16", export="both", lora=LoraSettings(rank=4, alpha=8, dropout=0.0))
+                      mixed_precision="bf16", gradient_checkpointing=True, export="both",
+                      lora=LoraSettings(rank=4, alpha=8, dropout=0.0))
     train(cfg, output / "bf16", model=model)
     return output / "bf16"
 
