@@ -221,11 +221,10 @@ def main(argv=None) -> None:
         tokens = args.batch_size * (round(25 * args.seconds) + 2 + r["text"])  # the tokens the loss reads
         peak = (f"{r['peak_bytes'] / GB:.2f} / {r['peak_reserved_bytes'] / GB:.2f}" if gpu
                 else f"{r['peak_bytes'] / GB:.2f}")
+        key = (r["precision"], r["checkpointing"])
+        ratio = f"{per / original[key]:.2f}" if key in original else "–"
         table.append(f"| {r['model']} | {r['precision']} | {'on' if r['checkpointing'] else 'off'} | {per:.2f} | "
-                     f"{per / original[(r['precision'], r['checkpointing'])]:.2f} | {tokens / per:.0f} | {peak} | "
-                     if (r["precision"], r["checkpointing"]) in original else
-                     f"– | {tokens / per:.0f} | {peak} | "
-                     f"{r['loss']:.3f} |")
+                     f"{ratio} | {tokens / per:.0f} | {peak} | {r['loss']:.3f} |")
     first = results[0]
     table.append("")
     for family in families:
