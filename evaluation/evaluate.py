@@ -57,7 +57,7 @@ from inference.adapters import (ADAPTER_CONFIG, BASE_FILE, HELDOUT_FILE, RUN_CON
 from inference.asr import Asr, TranscribeConfig, base_language, check_language, resolve_model, score
 from inference.chatterbox import T3_CONFIG_FILE, load_chatterbox
 from inference.checkpoints import CheckpointError
-from inference.families import FAMILIES, PRESETS, Family, family_named
+from inference.families import FAMILIES, PRESETS, Family
 from inference.loading import family_for, is_repo_id
 from inference.settings import command_overrides, command_parser, config_from_dict, flatten, load_config
 from inference.transcripts import TranscriptError, side_transcript
@@ -328,7 +328,8 @@ def evaluate(cfg: EvalConfig, resume: bool = False, given: set[str] | None = Non
         models["tuned"] = tuned
     if saved is not None:
         models = _saved_models(saved, models)
-    families = {name: side_family(path, cfg) for name, path in models.items()}
+    families = {name: family_for(path, cfg.multilingual or path == "tiny-multilingual")  # an adapter: its base's
+                for name, path in models.items()}
     english = [f"{name} ({families[name].name})" for name in models if not families[name].needs_language]
     if language != "en" and english:
         raise EvaluationError(f"language {language!r}: the {' and '.join(english)} model speaks English only; "
@@ -552,15 +553,6 @@ def settings_used(path: str, setup: Setup, family: Family, stream: StreamSetting
     if resolved.get("prompt_tokens") is None:
         resolved["prompt_tokens"] = "all"
     return {**out, **resolved}
-
-
-def side_family(path: str, cfg: EvalConfig) -> Family:
-    """The family a side's model belongs to, before it loads (an adapter: its base's)."""
-    if is_adapter(path):
-        recorded = (model_file(path, BASE_FILE) or {}).get("family")
-        if recorded in FAMILIES:
-            return family_named(recorded)
-    return family_for(path, cfg.multilingual or path == "tiny-multilingual")
 
 
 def side_labels(cfg: EvalConfig, models: dict[str, str]) -> dict[str, str]:

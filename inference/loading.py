@@ -60,7 +60,7 @@ def describe_source(model: str | Path) -> str:
 
 def family_for(model: str | Path, multilingual: bool = False, family: str | None = None) -> Family:
     """The family a source holds: `family` when named; a preset's own ('tiny' is every family's: the multilingual
-    one with `multilingual`); a folder's by its T3 file; a repo id (not downloaded yet) by the official repository
+    one with `multilingual`); a folder's by its T3 file (a LoRA adapter's: its recorded base's); a repo id (not downloaded yet) by the official repository
     it names, else English unless `multilingual`. A named family that contradicts the folder's files is refused."""
     named = family_named(family) if family else (FAMILIES["multilingual"] if multilingual else None)
     if (preset := family_of_preset(str(model))) is not None:
@@ -71,6 +71,11 @@ def family_for(model: str | Path, multilingual: bool = False, family: str | None
         return preset
     folder = Path(model).expanduser()
     found = family_of_folder(folder) if folder.is_dir() else None
+    if found is None and folder.is_dir():  # a LoRA adapter folder: the family of the base it records
+        from .adapters import is_adapter, read_base_identity
+
+        recorded = (read_base_identity(folder) or {}).get("family") if is_adapter(folder) else None
+        found = FAMILIES.get(recorded)
     if found is not None:
         if family and found is not named:
             raise ValueError(f"{folder} holds a {found.name} model ({found.files.t3}), not {family}")

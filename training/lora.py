@@ -57,11 +57,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, is_adapter,
-                                load_adapter, merge_verified, read_base_identity, write_base_identity)
+from inference.adapters import (HELDOUT_FILE, AdapterMismatch, base_identity, check_settings, load_adapter,
+                                merge_verified, write_base_identity)
 from inference.chatterbox import load_chatterbox
 from inference.checkpoints import CheckpointError
-from inference.families import family_named
 from inference.loading import family_for
 from inference.models.t3 import T3Cond
 from inference.models.tokenizers.languages import check_language
@@ -339,15 +338,6 @@ def voice_clip(train, min_seconds: float | None = None) -> str:
             raise TrainingError(f"no training clip is longer than {min_seconds:g} s, the shortest voice this model "
                                 "takes: add longer recordings (5-15 s each is best)")
     return train["path"][int(np.argmin(distance))]
-
-
-def base_family(cfg: TrainConfig):
-    """The family of the model to fine-tune, known before it loads (an adapter folder: its base's)."""
-    if is_adapter(cfg.model):
-        saved = read_base_identity(cfg.model) or {}
-        if saved.get("family"):
-            return family_named(saved["family"])
-    return family_for(cfg.model, cfg.multilingual)
 
 
 def epoch_steps(n_rows: int, epoch: int, cfg: TrainConfig, rank: int = 0,
@@ -764,7 +754,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume_from: Path | None = None, mode
     from tqdm.auto import tqdm
 
     # --- data first: no model is loaded before the recordings are known to be enough and the output writable
-    family = model.FAMILY if model is not None else base_family(cfg)
+    family = model.FAMILY if model is not None else family_for(cfg.model, cfg.multilingual)
     try:  # known from the family alone: a wrong target or setting fails now, not after the data is built
         cfg.lora = cfg.lora.for_backbone(family.t3, family.name)
         family.check_settings(exaggeration=cfg.exaggeration)

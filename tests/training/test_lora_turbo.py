@@ -17,6 +17,7 @@ import torch
 from inference.adapters import AdapterMismatch, load_adapter, probe_batch, probe_logits
 from inference.chatterbox import ChatterboxNanoTTS, ChatterboxTurboTTS, load_chatterbox
 from inference.families import TURBO
+from inference.loading import family_for
 from inference.models.t3 import T3Cond
 from inference.settings import PROJECT_ROOT
 from training.adapter import LoraSettings
@@ -170,6 +171,7 @@ def test_two_process_turbo_run(audio, bf16_run, tmp_path):
     assert "processes: 2" in done.stdout and done.stdout.count("adapter: ") == 1
     assert [p.name for p in step_dirs(run)] == ["step-1", "step-2"]
     assert json.loads((run / "adapter" / "chatterbox_base.json").read_text())["family"] == "nano"
+    assert family_for(run / "adapter").name == "nano"  # what training and evaluation read before loading
     assert [r for r, _ in train_losses(run)] == [1, 2]
     nano = ChatterboxNanoTTS.from_preset()
     with pytest.raises(AdapterMismatch, match="trained on the nano model, this base is the turbo one"):
